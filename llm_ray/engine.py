@@ -1,0 +1,102 @@
+"""Everything DeepSpeed, in one place: the JSON config, the engine, checkpoints.
+
+The model (`llm_ray.model`) is single-device code; here it gets ZeRO sharding, precision,
+optimizer offload, activation checkpointing, gradient accumulation and clipping, and the LR
+schedule, all from `DeepSpeedConfig` + `TrainerConfig` rendered into DeepSpeed's own JSON config.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from llm_ray.config import DeepSpeedConfig, ModelConfig, TrainerConfig, batch_geometry, total_steps
+
+CKPT_TAG = "ds"  # one DeepSpeed tag per Ray checkpoint directory
+
+
+def deepspeed_json(ds: DeepSpeedConfig, trainer: TrainerConfig, model: ModelConfig) -> dict:
+    """DeepSpeed's config dict (https://www.deepspeed.ai/docs/config-json/) for this run."""
+    global_seqs, grad_accum = batch_geometry(model, trainer)
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if ds.zero_stage == 3:
+        # Gather parameters for checkpoints from the shards (consolidation not needed: every rank
+        # saves and reloads its own shard).
+        zero["stage3_gather_16bit_weights_on_model_save"] = False
+    return {
+        "train_batch_size": global_seqs,
+        "train_micro_batch_size_per_gpu": trainer.micro_batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": ds.grad_clip,
+        "zero_optimization": zero,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16", "initial_scale_power": 16},
+        # Linear warm-up from ~0 to lr, then cosine to lr * min_lr_ratio over the run's own steps
+        # (a scaling study needs each run's schedule to span its own D: Hoffmann et al. 2022, Fig. A1).
+        "scheduler": {
+            "type": "WarmupCosineLR",
+            "params": {
+                "total_num_steps": total_steps(model, trainer),
+                "warmup_num_steps": max(1, trainer.warmup_steps),
+                "warmup_min_ratio": 0.01,
+                "warmup_type": "linear",
+                "cos_min_ratio": trainer.min_lr_ratio,
+            },
+        },
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """Decay matrices only; biases and LayerNorm gains are not decayed (GPT-2/nanoGPT practice)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_engine(model, ds: DeepSpeedConfig, trainer: TrainerConfig, mcfg: ModelConfig, use_gpu: bool):
+    """Wrap `model` in a DeepSpeed engine that reuses the process group Ray Train created."""
+    import deepspeed
+    import torch
+
+    model.checkpoint_activations = ds.activation_checkpointing
+    groups = param_groups(model, trainer.weight_decay)
+    hp = dict(lr=trainer.lr, betas=tuple(trainer.betas), eps=trainer.eps)
+    if ds.offload_optimizer:
+        # ZeRO-Offload steps the optimizer on the CPU with DeepSpeed's vectorised Adam.
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+        optimizer = DeepSpeedCPUAdam(groups, adamw_mode=True, **hp)
+    else:
+        optimizer = torch.optim.AdamW(groups, fused=use_gpu, **hp)
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=deepspeed_json(ds, trainer, mcfg),
+        dist_init_required=False)
+    return engine, scheduler
+
+
+def init_distributed(use_gpu: bool) -> None:
+    """Ray Train already created the torch process group (gloo on CPU, NCCL on GPU);
+    DeepSpeed adopts it instead of creating its own."""
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+
+
+def save(engine, directory: str, client_state: dict) -> None:
+    """Every rank writes its own ZeRO shard (and rank 0 the module states) into `directory`."""
+    engine.save_checkpoint(directory, tag=CKPT_TAG, client_state=client_state)
+
+
+def load(engine, directory: str) -> dict:
+    """Restore weights, optimizer, LR schedule; return the client state saved with them."""
+    _, client_state = engine.load_checkpoint(
+        directory, tag=CKPT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if client_state is None:
+        raise RuntimeError(f"no DeepSpeed checkpoint with tag {CKPT_TAG!r} in {directory}")
+    return client_state
