@@ -50,6 +50,9 @@ def train_loop_per_worker(config: dict) -> None:
     model = Transformer(m)
     n_params = model.num_params()
     engine, scheduler = ds_engine.build_engine(model, ds, t, m, res.use_gpu)
+    # Under ZeRO-3 each rank holds only its shard (ds_tensor) of every parameter.
+    local_numel = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
+                      for p in engine.module.parameters())
 
     steps = total_steps(m, t)
     _, grad_accum = batch_geometry(m, t)
@@ -215,6 +218,7 @@ def train_loop_per_worker(config: dict) -> None:
             "train_time_s": train_time,
             "tokens_per_s": (tokens - start_step * tokens_per_step) / max(1e-9, train_time_since(history, start_step)),
             "peak_flops_per_worker": peak, "world_size": world, "resumed_from_step": resumed_from,
+            "local_param_fraction": local_numel / n_params,
             "cell": config.get("cell", {}),
             "model": config["job"]["model"], "deepspeed": config["job"]["deepspeed"],
         }
