@@ -79,6 +79,10 @@ def format_summary(res: dict) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="fit")
 def main(cfg: DictConfig) -> None:
+    if OmegaConf.is_missing(cfg, "results"):
+        print("llm_ray.fit: error: results=PATH is required: a CSV or Parquet table (local path or fsspec URL).",
+              file=sys.stderr)
+        sys.exit(2)
     results = str(cfg.results)
     if "://" not in results:
         results = to_absolute_path(results)

@@ -112,7 +112,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     fail_now = t.fail_at_step is not None and ckpt is None
     status, reason = "ok", ""
-    initial_loss = history[0]["train_loss"] if history else None
+    initial_loss = next((r["train_loss"] for r in history if "train_loss" in r), None)
     t_first_step = None
     train_time = sum(r.get("step_time_s", 0.0) for r in history)
     window_t, window_tokens = time.perf_counter(), 0

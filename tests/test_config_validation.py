@@ -1,19 +1,18 @@
-"""Bad input fails early, naming the field and the fix, before any Ray worker starts."""
+"""Bad input fails early, naming the field and the fix, before any Ray worker starts.
 
+The bad configs run through `run_training` in a fresh Python process (where no Ray exists yet), which
+reports each error and whether Ray had been started when it was raised.
+"""
+
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from llm_ray.train import job_from_hydra
-
-CONF = os.path.join(os.path.dirname(__file__), "..", "conf")
-
-
-def job(*overrides):
-    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base="1.3"):
-        return job_from_hydra(compose("train", overrides=list(overrides)))
-
+from conftest import CONF
 
 BAD = [
     (["model.n_head=3"], "model.n_head=3 does not divide model.d_model"),
@@ -22,6 +21,7 @@ BAD = [
     (["deepspeed.precision=fp16"], "use deepspeed.precision=bf16"),
     (["trainer.storage_path=runs/here"], "trainer.storage_path='runs/here' is relative"),
     (["data.sources=[]"], "data.sources is empty"),
+    (["data.sources=[/nonexistent/corpus/*.txt]"], "data.sources"),
     (["data.vocab_size=70000", "data.token_dtype=uint16"], "does not fit data.token_dtype=uint16"),
     (["trainer.num_workers=64"], "trainer.num_workers=64"),
     (["trainer.global_batch_tokens=1000"], "not a multiple of model.seq_len"),
@@ -29,36 +29,44 @@ BAD = [
     (["deepspeed=offload", "deepspeed.zero_stage=0"], "offload_optimizer=true needs ZeRO"),
     (["trainer.fail_at_step=5", "trainer.checkpoint_every=10"], "trainer.fail_at_step=5"),
     (["wandb.mode=loud"], "wandb.mode='loud'"),
+    (["model=tiny", "data.max_bytes=300000", "data.vocab_size=512", "trainer.eval_tokens=10000000"],
+     "trainer.eval_tokens"),
 ]
 
-
-@pytest.mark.parametrize("overrides,message", BAD, ids=[b[1][:40] for b in BAD])
-def test_bad_config_is_rejected_before_ray_starts_with_field_and_fix(overrides, message):
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {tests!r})
     import ray
-
+    from conftest import compose_train
     from llm_ray.launch import run_training
+    out = []
+    for overrides in json.loads(sys.argv[1]):
+        try:
+            run_training(compose_train("trainer.storage_path={storage}", *overrides))
+            out.append({{"error": None, "ray_started": ray.is_initialized()}})
+        except ValueError as err:
+            out.append({{"error": str(err), "ray_started": ray.is_initialized()}})
+    print("RESULTS" + json.dumps(out))
+""")
 
-    with pytest.raises(ValueError) as err:
-        run_training(job(*overrides))
-    assert message in str(err.value)
-    assert not ray.is_initialized()
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    script = SCRIPT.format(tests=os.path.dirname(__file__), storage=storage)
+    proc = subprocess.run([sys.executable, "-c", script, json.dumps([b[0] for b in BAD])],
+                          capture_output=True, text=True, timeout=600, cwd=os.path.dirname(CONF))
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULTS")]
+    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(line[0][len("RESULTS"):])
 
 
-def test_seq_len_longer_than_the_validation_text_is_rejected_before_ray_starts(tmp_path):
-    import ray
-
-    from llm_ray.launch import run_training
-
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for i in range(40):
-        (corpus / f"doc{i}.txt").write_text(f"document {i} says hello to the world. " * 30)
-    bad = job("model=tiny", f"data.sources=[{corpus}/*.txt]", "data.vocab_size=300",
-              f"data.cache_dir={tmp_path}/cache", f"trainer.storage_path={tmp_path}/runs",
-              "trainer.eval_tokens=10000000")
-    with pytest.raises(ValueError, match="trainer.eval_tokens"):
-        run_training(bad)
-    assert not ray.is_initialized()
+@pytest.mark.parametrize("i", range(len(BAD)), ids=[b[1][:40] for b in BAD])
+def test_bad_config_is_rejected_before_ray_starts_with_field_and_fix(outcomes, i):
+    overrides, message = BAD[i]
+    assert outcomes[i]["error"] is not None, f"{overrides} was accepted"
+    assert message in outcomes[i]["error"]
+    assert outcomes[i]["ray_started"] is False
 
 
 def test_unknown_key_in_a_plain_dict_config_names_it():
@@ -66,3 +74,12 @@ def test_unknown_key_in_a_plain_dict_config_names_it():
 
     with pytest.raises(ValueError, match="n_layers"):
         job_from_dict({"model": {"n_layers": 3}})
+
+
+def test_misspelt_hydra_override_is_refused_at_composition():
+    from hydra.errors import ConfigCompositionException
+
+    from conftest import compose_train
+
+    with pytest.raises(ConfigCompositionException, match="trainer.nam"):
+        compose_train("trainer.nam=3")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import List, Optional
+from typing import List
 
 # Epoch AI's initialisation grid for approach 3 (Besiroglu et al. 2024, "Chinchilla Scaling: A
 # replication attempt"): 5 x 5 x 5 x 6 x 6 = 4,500 starts.

@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 from scipy.optimize import minimize
 
+from llm_ray.fitting.config import EPOCH_A_GRID, EPOCH_ALPHA_GRID, EPOCH_B_GRID, EPOCH_BETA_GRID, EPOCH_E_GRID
 from llm_ray.fitting.optimize import batched_lbfgs
 
 N_PARAMS = 5  # theta = (a, b, e, alpha, beta)
@@ -185,8 +186,6 @@ def fit_parametric(n, d, loss, *, weights: Optional[np.ndarray] = None, delta: f
     log_n, log_d, log_l = _check_inputs(n, d, loss)
     w = np.ones_like(log_n) if weights is None else np.asarray(weights, dtype=np.float64)
     if grid is None:
-        from llm_ray.fitting.config import (EPOCH_A_GRID, EPOCH_ALPHA_GRID, EPOCH_B_GRID, EPOCH_BETA_GRID,
-                                            EPOCH_E_GRID)
         grid = epoch_grid(EPOCH_ALPHA_GRID, EPOCH_BETA_GRID, EPOCH_E_GRID, EPOCH_A_GRID, EPOCH_B_GRID)
     grid = np.atleast_2d(np.asarray(grid, dtype=np.float64))
 

@@ -151,6 +151,8 @@ def summarize(out: FitOutcome) -> dict:
                 entry["n_points"] = len(fit.flops)
                 entry["method"] = (f"lowest loss per {cfg.envelope_bin_dex} dex bin of C over all "
                                    f"{len(out.table.points)} points, kept where it falls below every smaller C")
+                entry["note"] = ("the envelope is a minimum and a resample can only drop runs, so approach 1's "
+                                 "bootstrap intervals for the loss lean upwards (they may miss the point estimate)")
             else:
                 entry["grouping"] = out.grouping
                 entry["budgets"] = [g.as_dict() for g in fit.groups]

@@ -46,6 +46,31 @@ def _c_range(out):
     return np.logspace(np.log10(lo) - 0.1, np.log10(hi) + 0.1, 200)
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _pow10(v: float) -> str:
+    """1e19 -> "10¹⁹", 3e18 -> "3×10¹⁸" as plain text (matplotlib's mathtext labels are slow to lay out)."""
+    if not v > 0:
+        return ""
+    e = int(np.floor(np.log10(v) + 1e-9))
+    m = v / 10.0**e
+    s = "10" + str(e).translate(_SUPERSCRIPT)
+    return s if abs(m - 1) < 1e-6 else f"{m:.2g}×{s}"
+
+
+def _log_axis(axis) -> None:
+    """Log-axis labels 10ⁿ at decades; on an axis spanning under 2 decades, also 2×, 3× and 5×10ⁿ."""
+    def minor(v, _):
+        lo, hi = sorted(axis.get_view_interval())
+        m = v / 10.0 ** np.floor(np.log10(v) + 1e-9)
+        short = lo > 0 and np.log10(hi / lo) < 2
+        return _pow10(v) if short and any(abs(m - k) < 1e-6 for k in (2, 3, 5)) else ""
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: _pow10(v)))
+    axis.set_minor_formatter(FuncFormatter(minor))
+
+
 def _loss_axis(ax):
     """Log scale for L with plain tick labels (2, 2.5, 3 rather than 3x10^0): losses span < 1 decade."""
     ax.set_yscale("log")
@@ -56,22 +81,28 @@ def _loss_axis(ax):
     ax.set_ylabel(LABEL_L)
 
 
-def _skip_note(ax, out, names):
-    notes = [f"{STYLE[n][1]} skipped: {out.skipped[n]}" for n in names if n in out.skipped]
-    if notes:
-        ax.text(0.01, 0.01, "\n".join(textwrap.fill(s, 110) for s in notes), transform=ax.transAxes,
-                fontsize=7, va="bottom", color="dimgray")
+def _finish(fig, out, names, extra=()):
+    """tight_layout, with a grey footnote under the axes for skipped approaches (and ``extra`` lines)."""
+    notes = [f"{STYLE[n][1]} skipped: {out.skipped[n].split(': ', 1)[-1]}" for n in names if n in out.skipped]
+    notes += list(extra)
+    text = "\n".join(textwrap.fill(s, 170) for s in notes)
+    n_lines = text.count("\n") + 1 if text else 0
+    height = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0, min(0.3, n_lines * 0.16 / height + (0.01 if n_lines else 0)), 1, 1))
+    if text:
+        fig.text(0.01, 0.01, text, fontsize=7, color="dimgray", va="bottom")
 
 
 def plot_isoflop(out):
     fig, ax = plt.subplots(figsize=(9, 6))
     final = out.final
-    norm = LogNorm(final["flops"].min(), final["flops"].max())
+    c_lo, c_hi = final["flops"].min(), final["flops"].max()
+    norm = LogNorm(c_lo, c_hi) if c_hi > c_lo * 1.01 else LogNorm(c_lo / 2, c_hi * 2)
     cmap = plt.get_cmap("viridis")
     sc = ax.scatter(final["params"], final["loss"], c=final["flops"], norm=norm, cmap=cmap, s=14, alpha=0.8,
                     label="final loss of a run")
-    fig.colorbar(sc, ax=ax, label=LABEL_C)
-    shown_in = shown_out = False
+    _log_axis(fig.colorbar(sc, ax=ax, label=LABEL_C).ax.yaxis)
+    shown_in = shown_out = drew_unused = False
     if out.isoflop is not None:
         for g in out.isoflop.groups:
             if not g.coef:
@@ -82,10 +113,10 @@ def plot_isoflop(out):
             if g.fitted:
                 lo, hi = min(lo, np.log(g.n_opt)), max(hi, np.log(g.n_opt))
             u = np.linspace(lo, hi, 100) - mid
-            ax.plot(np.exp(u + mid), c0 + c1 * u + c2 * u**2, color=color, lw=1.2,
-                    ls="-" if g.label in out.isoflop.used else ":")
+            used = g.label in out.isoflop.used
+            drew_unused |= not used
+            ax.plot(np.exp(u + mid), c0 + c1 * u + c2 * u**2, color=color, lw=1.2, ls="-" if used else ":")
             if g.fitted:
-                used = g.label in out.isoflop.used
                 ax.scatter([g.n_opt], [g.loss_opt], marker="*", s=160, zorder=5,
                            facecolor=color if g.inside else "none", edgecolor="red" if not g.inside else "k",
                            label=None if (shown_in if g.inside else shown_out) else
@@ -93,18 +124,19 @@ def plot_isoflop(out):
                             + ("" if used else " (left out of the power law)")))
                 shown_in |= g.inside
                 shown_out |= not g.inside
-    ax.plot([], [], color="gray", lw=1.2, label="parabola in log N, one per budget C")
-    ax.plot([], [], color="gray", lw=1.2, ls=":", label="parabola not used (no minimum / outside sampled N)")
+    if out.isoflop is not None:
+        ax.plot([], [], color="gray", lw=1.2, label="parabola in log N, one per budget C")
+    if drew_unused:
+        ax.plot([], [], color="gray", lw=1.2, ls=":", label="parabola not used (no minimum / outside sampled N)")
     ax.set_xscale("log")
+    _log_axis(ax.xaxis)
     _loss_axis(ax)
     ax.set_xlabel(LABEL_N)
     ax.set_title("IsoFLOP profiles: loss L vs parameters N at fixed compute C (" +
                  ("approach 2" if out.isoflop is not None else "approach 2 skipped") + ")")
-    ax.legend(loc="upper right", fontsize=8)
-    _skip_note(ax, out, ["approach2"])
+    ax.legend(loc="best", fontsize=8)
     ax.grid(True, which="both", alpha=0.2)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.text(0.01, 0.01, textwrap.fill("Budget groups: " + out.grouping, 160), fontsize=7, color="dimgray")
+    _finish(fig, out, ["approach2"], ["Budget groups: " + out.grouping])
     return fig
 
 
@@ -146,17 +178,19 @@ def plot_n_d_opt(out):
                               (axes[1], "D_opt: compute-optimal " + LABEL_D, "D_opt ∝ C^b")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _log_axis(ax.xaxis)
+        _log_axis(ax.yaxis)
         ax.set_xlabel(LABEL_C)
         ax.set_ylabel(ylabel)
         ax.set_title(f"Compute-optimal allocation: {title}")
         ax.grid(True, which="both", alpha=0.2)
-    axes[0].fill_between([], [], [], color="gray", alpha=0.3, label=f"shaded: {int(level * 100)}% bootstrap intervals")
+    if out.samples:
+        axes[0].fill_between([], [], [], color="gray", alpha=0.3, label=f"shaded: {int(level * 100)}% bootstrap intervals")
     if out.cfg.predict_flops:
         axes[0].plot([], [], color="gray", ls=":", label="requested budgets (fit.predict_flops)")
     axes[0].legend(fontsize=8, loc="upper left")
     axes[1].legend(fontsize=8, loc="upper left")
-    _skip_note(axes[1], out, list(STYLE))
-    fig.tight_layout()
+    _finish(fig, out, list(STYLE))
     return fig
 
 
@@ -191,13 +225,13 @@ def plot_loss_frontier(out):
     for cp in out.cfg.predict_flops:
         ax.axvline(cp, color="gray", ls=":", lw=1)
     ax.set_xscale("log")
+    _log_axis(ax.xaxis)
     _loss_axis(ax)
     ax.set_xlabel(LABEL_C)
     ax.set_title("Loss on the compute-optimal frontier vs compute C")
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(True, which="both", alpha=0.2)
-    _skip_note(ax, out, list(STYLE))
-    fig.tight_layout()
+    _finish(fig, out, list(STYLE))
     return fig
 
 
@@ -207,9 +241,10 @@ def plot_residuals(out):
     resid = 100 * (np.log(f["loss"].to_numpy()) - np.log(p.loss(f["params"].to_numpy(), f["tokens"].to_numpy())))
     fig, (ax, axh) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [3, 1]})
     sc = ax.scatter(f["flops"], resid, c=f["params"], norm=LogNorm(), cmap="plasma", s=14)
-    fig.colorbar(sc, ax=ax, label=LABEL_N)
+    _log_axis(fig.colorbar(sc, ax=ax, label=LABEL_N).ax.yaxis)
     ax.axhline(0, color="k", lw=1)
     ax.set_xscale("log")
+    _log_axis(ax.xaxis)
     ax.set_xlabel(LABEL_C)
     ax.set_ylabel("residual log L − log L(N, D)  [%]")
     ax.set_title(f"Approach 3 residuals (E={p.E:.3f}, A={p.A:.4g}, B={p.B:.4g}, α={p.alpha:.3f}, β={p.beta:.3f})")

@@ -1,0 +1,118 @@
+"""Training throughput: llm-ray (Ray Train + DeepSpeed ZeRO-0, 1 worker) vs a plain PyTorch loop.
+
+    python bench/bench_train.py [--model m10] [--steps 16] [--threads N]
+
+Same model, data, batch, optimizer and threads on both sides, measured one after the other in one
+run. Prints the measured fp32 matmul peak, tokens/s and MFU of each path, and the ratio
+llm-ray / plain. Tokens/s counts optimizer-step time only on both sides (after 2 warm-up steps);
+the llm-ray run's start-up and end-to-end wall time are printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+
+
+def compose(model: str, steps: int, threads: int, storage: str):
+    from conftest import compose_train
+
+    tokens = 8192 * steps
+    return compose_train(
+        f"model={model}", "deepspeed=zero0", "trainer.num_workers=1", f"resources.cpus_per_worker={threads}",
+        "trainer.global_batch_tokens=8192", "trainer.micro_batch_size=16", f"trainer.tokens={tokens}",
+        "trainer.warmup_steps=2", f"trainer.eval_every={steps}", "trainer.checkpoint_every=0",
+        f"trainer.log_every={steps}", "trainer.eval_tokens=4096", f"trainer.storage_path={storage}",
+        "trainer.name=bench", "wandb.mode=disabled")
+
+
+def plain_pytorch(job, data, steps: int, threads: int) -> tuple[float, float]:
+    """nanoGPT-style loop: (tokens/s over steps 3..N, seconds per step)."""
+    import torch
+
+    from llm_ray.config import batch_geometry
+    from llm_ray.data import load_tokens, sample_batch
+    from llm_ray.engine import param_groups
+    from llm_ray.model import Transformer
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    m, t = job.model, job.trainer
+    model = Transformer(m)
+    opt = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas), eps=t.eps)
+    tokens = load_tokens(data.train_path, data.dtype)
+    _, accum = batch_geometry(m, t)
+    times = []
+    for step in range(steps):
+        t0 = time.perf_counter()
+        for micro in range(accum):
+            x, y = sample_batch(tokens, m.seq_len, t.micro_batch_size, seed=0, step=step, rank=0, micro=micro)
+            _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
+            (loss / accum).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        times.append(time.perf_counter() - t0)
+    measured = times[2:]
+    return t.global_batch_tokens * len(measured) / sum(measured), sum(measured) / len(measured)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="m10")
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args()
+
+    import ray
+    import torch
+
+    from llm_ray import flops as ledger
+    from llm_ray.hardware import measure_matmul_peak
+    from llm_ray.launch import RAY_ENV, prepare, resolve_paths, run_training
+
+    storage = tempfile.mkdtemp(prefix="llm-ray-bench-")
+    job = resolve_paths(compose(args.model, args.steps, args.threads, storage))
+    data = prepare(job)
+    per_token = ledger.flops_per_token(job.model.shape()).exact
+    n = ledger.param_count(job.model.shape())
+
+    torch.set_num_threads(args.threads)
+    peak = measure_matmul_peak(seconds=2.0)
+    print(f"model {args.model}: N = {n.total / 1e6:.2f}M ({n.non_embedding / 1e6:.2f}M non-embedding), "
+          f"{per_token / 1e6:.1f} MFLOP/token, batch 8192 tokens, {args.steps} steps, {args.threads} threads")
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+
+    plain_tps, plain_step = plain_pytorch(job, data, args.steps, args.threads)
+    plain_mfu = ledger.mfu(plain_tps, per_token, peak)
+    print(f"plain PyTorch : {plain_tps:8.0f} tokens/s  MFU {plain_mfu:.3f}  ({plain_step:.2f} s/step)")
+
+    for k, v in RAY_ENV.items():
+        os.environ.setdefault(k, v)
+    ray.init(num_cpus=args.threads + 1, include_dashboard=False, runtime_env={"env_vars": dict(RAY_ENV)},
+             log_to_driver=False)
+    t0 = time.time()
+    import dataclasses
+
+    rec = run_training(dataclasses.replace(job, trainer=dataclasses.replace(job.trainer, peak_flops=peak)))
+    wall = time.time() - t0
+    steps = [r for r in rec["history"] if r["step"] > 2 and "step_time_s" in r]
+    ray_tps = job.trainer.global_batch_tokens * len(steps) / sum(r["step_time_s"] for r in steps)
+    ray_mfu = ledger.mfu(ray_tps, per_token, peak)
+    print(f"llm-ray (Ray Train + DeepSpeed ZeRO-0, 1 worker): {ray_tps:8.0f} tokens/s  MFU {ray_mfu:.3f}  "
+          f"(start-up {rec['startup_s']:.1f} s, end-to-end {wall:.1f} s for {args.steps} steps)")
+    print(f"ratio llm-ray / plain tokens/s: {ray_tps / plain_tps:.3f}")
+    print(f"final train loss: plain n/a, llm-ray {rec['final_train_loss']:.3f} "
+          f"(finite: {math.isfinite(rec['final_train_loss'])})")
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
