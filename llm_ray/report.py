@@ -19,9 +19,11 @@ from llm_ray import storage
 CHINCHILLA_EXPONENT = 0.5  # Hoffmann et al. 2022: N_opt and D_opt both grow as ~C^0.5
 
 
-def fit_and_report(sweep_dir: str, table: pd.DataFrame, fit_cfg, plan: dict, log=print) -> dict:
+def fit_and_report(sweep_dir: str, table: pd.DataFrame, fit_cfg, plan: dict, log=print,
+                   wandb_cfg=None) -> dict:
     """Fit the sweep's table (the exact ledger's C / (N D) as the closed form's factor) and write
-    fit.json, the plots and report.md into `sweep_dir`."""
+    fit.json, the plots and report.md into `sweep_dir`; with `wandb_cfg`, also the sweep's W&B
+    `fit` run."""
     from llm_ray.fitting import run_fit
 
     ok = table[table["status"] == "ok"]
@@ -34,9 +36,16 @@ def fit_and_report(sweep_dir: str, table: pd.DataFrame, fit_cfg, plan: dict, log
         fit = {"error": str(err)}
         log(f"fit: not possible: {err}")
     storage.write_bytes_atomic(storage.join(sweep_dir, "training_curves.png"), training_curves_png(table))
+    if (fit.get("approach3") or {}).get("status") == "ok":
+        storage.write_bytes_atomic(storage.join(sweep_dir, "loss_contour.png"), loss_contour_png(table, fit))
     text = render_report(fit, table, plan)
     storage.write_bytes_atomic(storage.join(sweep_dir, "report.md"), text.encode())
-    log(text.split("\n## ")[0])  # the answer, on the console too
+    log(text.split("\n## Cells")[0])  # the answer, on the console too
+    if wandb_cfg is not None:
+        from llm_ray.tracking import log_fit_run
+
+        log_fit_run(wandb_cfg, sweep_name=plan["sweep"]["name"], sweep_dir=sweep_dir, table=table, fit=fit,
+                    directory=wandb_cfg.dir)
     return {"report": storage.join(sweep_dir, "report.md"), "fit": fit}
 
 
@@ -85,7 +94,7 @@ def render_report(fit: dict, table: pd.DataFrame, plan: dict) -> str:
                              f"{CHINCHILLA_EXPONENT} and {CHINCHILLA_EXPONENT}); "
                              + _compare(entry))
             elif entry:
-                lines.append(f"- {label} skipped: {entry.get('reason')}")
+                lines.append(f"- {label} skipped: {str(entry.get('reason')).removeprefix(label + ': ')}")
         if a2.get("status") == "ok":
             lines.append("")
             lines.append("IsoFLOP minima (approach 2):")
@@ -111,7 +120,8 @@ def render_report(fit: dict, table: pd.DataFrame, plan: dict) -> str:
             lines.append(f"| {r.budget:.3g} | {r.params:,} | {r.tokens:.3g} | {r.tokens / r.params:.1f} | "
                          f"{r.loss:.4f} | {r.tokens_per_s:.0f} | {r.mfu:.2f} |")
     lines += ["", "## Plots", ""]
-    for png in (fit.get("plots") or []) + ["training_curves.png"]:
+    extra = ["training_curves.png"] + (["loss_contour.png"] if (fit.get("approach3") or {}).get("status") == "ok" else [])
+    for png in (fit.get("plots") or []) + extra:
         lines.append(f"![{png}]({png})")
     return "\n".join(lines) + "\n"
 
@@ -163,3 +173,157 @@ def training_curves_png(table: pd.DataFrame) -> bytes:
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
     return buf.getvalue()
+
+
+def loss_contour_png(table: pd.DataFrame, fit: dict) -> bytes:
+    """Contours of the fitted L(N, D) (approach 3), the runs on top, the compute-optimal path and
+    lines of constant compute C = k N D."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    p = fit["approach3"]
+    k = fit["config"]["flops_per_param_token"]
+    ok = table[table["final"] & (table["status"] == "ok")]
+    n = np.geomspace(ok["params"].min() / 3, ok["params"].max() * 3, 200)
+    d = np.geomspace(ok["tokens"].min() / 3, ok["tokens"].max() * 3, 200)
+    nn, dd = np.meshgrid(n, d)
+    loss = p["E"] + p["A"] / nn ** p["alpha"] + p["B"] / dd ** p["beta"]
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    cs = ax.contourf(nn, dd, loss, levels=20, cmap="viridis_r")
+    fig.colorbar(cs, ax=ax, label="fitted loss L(N, D) [nats/token]")
+    ax.contour(nn, dd, loss, levels=cs.levels[::2], colors="k", linewidths=0.4, alpha=0.5)
+    # Compute-optimal path: minimise L along C = k N D (closed form, Hoffmann et al. 2022 eq. 4).
+    g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
+    c = np.geomspace(k * n[0] * d[0], k * n[-1] * d[-1], 200)
+    n_opt = g * (c / k) ** (p["beta"] / (p["alpha"] + p["beta"]))
+    d_opt = c / (k * n_opt)
+    ax.plot(n_opt, d_opt, color="red", lw=2, label="compute-optimal path N_opt(C), D_opt(C)")
+    for budget in sorted(ok["budget"].unique()):
+        ax.plot(n, budget / (k * n), color="white", lw=0.8, ls="--")
+        ax.annotate(f"C={budget:.2g}", (n[5], budget / (k * n[5])), color="white", fontsize=7)
+    ax.scatter(ok["params"], ok["tokens"], c="white", edgecolors="k", s=28, zorder=5, label="runs (final points)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(n[0], n[-1])
+    ax.set_ylim(d[0], d[-1])
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("tokens D")
+    ax.set_title("Fitted L(N, D) = E + A/N^alpha + B/D^beta; dashed: constant compute C")
+    ax.legend(loc="lower left", fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def overlay_png(sweeps: list[tuple[str, pd.DataFrame, dict]]) -> bytes:
+    """Two or more sweeps on the same axes: IsoFLOP points (left) and the compute-optimal N (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
+    markers = "osD^v<>"
+    for i, (label, table, fit) in enumerate(sweeps):
+        color = f"C{i}"
+        ok = table[table["final"] & (table["status"] == "ok")]
+        for budget, g in ok.groupby("budget"):
+            g = g.sort_values("params")
+            left.plot(g["params"], g["loss"], marker=markers[i % len(markers)], color=color, lw=1, alpha=0.8)
+            left.annotate(f"{budget:.2g}", (g["params"].iloc[-1], g["loss"].iloc[-1]), fontsize=7, color=color)
+        left.plot([], [], marker=markers[i % len(markers)], color=color, label=label)
+        minima = [m for m in ((fit.get("approach2") or {}).get("budgets") or []) if m.get("n_opt")]
+        if minima:
+            right.scatter([m["flops"] for m in minima], [m["n_opt"] for m in minima], color=color,
+                          marker="*", s=120, label=f"{label}: IsoFLOP minima")
+        a3 = fit.get("approach3") or {}
+        if a3.get("status") == "ok" and len(ok):
+            k = fit["config"]["flops_per_param_token"]
+            c = np.geomspace(ok["budget"].min() / 3, ok["budget"].max() * 30, 100)
+            g_ = (a3["alpha"] * a3["A"] / (a3["beta"] * a3["B"])) ** (1 / (a3["alpha"] + a3["beta"]))
+            right.plot(c, g_ * (c / k) ** a3["a"], color=color, label=f"{label}: approach 3, a={a3['a']:.2f}")
+    left.set_xscale("log")
+    left.set_xlabel("parameters N")
+    left.set_ylabel("final validation loss L [nats/token]")
+    left.set_title("IsoFLOP curves (labels: budget C in FLOPs)")
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("compute C [FLOPs]")
+    right.set_ylabel("compute-optimal parameters N_opt")
+    right.set_title("Compute-optimal model size")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def redraw(sweep_dirs: list[str], fit_cfg, out_dir: str | None = None, log=print) -> dict:
+    """Re-fit and re-draw each sweep from its results.parquet; overlay them when there are several."""
+    from llm_ray.results import read_results
+
+    done = []
+    for d in sweep_dirs:
+        d = storage.to_local_or_url(d)
+        if not storage.exists(storage.join(d, "results.parquet")):
+            raise ValueError(f"sweep_dir={d!r} holds no results.parquet: give the directory a sweep wrote "
+                             f"(printed as 'sweep directory:' at its end).")
+        table = read_results(d)
+        plan = storage.read_json(storage.join(d, "plan.json"))
+        cfg = dataclasses.replace(fit_cfg, predict_flops=list(fit_cfg.predict_flops)
+                                  or list(plan["sweep"]["predict_flops"]))
+        summary = fit_and_report(d, table, cfg, plan, log=log)
+        done.append((plan["sweep"]["name"], table, summary["fit"]))
+        log(f"report: {summary['report']}")
+    if len(done) > 1:
+        out = storage.to_local_or_url(out_dir or storage.join(storage.to_local_or_url(sweep_dirs[0]), "compare"))
+        storage.write_bytes_atomic(storage.join(out, "overlay.png"), overlay_png(done))
+        lines = ["# Sweeps compared", ""]
+        for (name, _, fit), d in zip(done, sweep_dirs):
+            a3 = fit.get("approach3") or {}
+            words = (f"E = {a3['E']:.3f}, a = {a3['a']:.3f}, b = {a3['b']:.3f}" if a3.get("status") == "ok"
+                     else "approach 3 not available")
+            lines.append(f"- `{name}` ({d}): {words}")
+        lines += ["", "![overlay](overlay.png)", ""]
+        storage.write_bytes_atomic(storage.join(out, "compare.md"), "\n".join(lines).encode())
+        log(f"overlay: {storage.join(out, 'overlay.png')}")
+        return {"compare": out}
+    return {}
+
+
+def _argv_sweep_list(argv: list[str]) -> list[str]:
+    """Let `sweep_dir=A,B` mean a list: Hydra would read a bare comma as a multirun sweep."""
+    return [f"sweep_dir=[{a.split('=', 1)[1]}]" if a.startswith("sweep_dir=") and "," in a
+            and not a.split("=", 1)[1].startswith("[") else a for a in argv]
+
+
+def main() -> None:
+    import sys
+
+    import hydra
+    from omegaconf import OmegaConf
+
+    from llm_ray.fit import register_configs
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+    def app(cfg) -> None:
+        dirs = cfg.sweep_dir if OmegaConf.is_list(cfg.sweep_dir) else [cfg.sweep_dir]
+        redraw([str(d) for d in dirs], OmegaConf.to_object(cfg.fit), cfg.out_dir)
+
+    sys.argv = _argv_sweep_list(sys.argv)
+    app()
+
+
+if __name__ == "__main__":
+    main()

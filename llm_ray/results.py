@@ -35,9 +35,10 @@ def collect_results(cells_dir: str, cells: dict) -> pd.DataFrame:
                 "params_non_embedding": cell.params_non_embedding, "status": rec["status"],
                 "reason": rec.get("reason", ""), "wall_s": rec.get("wall_s"),
                 "tokens_per_s": rec.get("tokens_per_s"), "mfu": rec.get("mfu")}
-        evals = [r for r in rec.get("history", []) if "val_loss" in r]
+        # Step 0 (the untrained model, D = 0) is no point of L(N, D).
+        evals = [r for r in rec.get("history", []) if "val_loss" in r and r["step"] > 0]
         if not evals:
-            rows.append({**base, "step": 0, "tokens": 0, "flops": 0.0, "loss": math.nan,
+            rows.append({**base, "step": 0, "tokens": math.nan, "flops": math.nan, "loss": math.nan,
                          "final": True})
             continue
         last = evals[-1]["step"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any
+from typing import Any, Optional
 
 import fsspec
 
@@ -63,3 +63,34 @@ def to_local_or_url(path: str) -> str:
     if "://" in path:
         return path.rstrip("/")
     return os.path.abspath(os.path.expanduser(path))
+
+
+def endpoint_from_env() -> Optional[str]:
+    """The S3-compatible endpoint botocore would use (AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def ray_storage(url: str) -> tuple[str, Any]:
+    """(storage_path, storage_filesystem) for Ray Train's and Ray Tune's RunConfig.
+
+    Ray writes checkpoints and experiment state with pyarrow, our own records go through fsspec
+    (s3fs); both must reach the same server. Local paths and s3:// on AWS itself go to Ray as
+    they are (`storage_filesystem=None`: Ray resolves them). With an S3-compatible endpoint in the
+    environment (MinIO, Ceph, moto), `s3://bucket/prefix` becomes `("bucket/prefix",
+    pyarrow.fs.S3FileSystem(endpoint_override=host:port, scheme=http|https))`.
+
+    Credentials are never passed here: pyarrow reads them from the environment or the AWS config
+    itself, so they are not pickled into Ray's actors nor written into experiment state.
+    """
+    endpoint = endpoint_from_env()
+    if not url.startswith(("s3://", "s3a://")) or not endpoint:
+        return url, None
+    from urllib.parse import urlparse
+
+    import pyarrow.fs
+
+    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=parsed.netloc, scheme=parsed.scheme,
+                                 region=os.environ.get("AWS_REGION")
+                                 or os.environ.get("AWS_DEFAULT_REGION"))
+    return url.split("://", 1)[1].rstrip("/"), fs

@@ -31,11 +31,10 @@ FINISHED = ("ok", "diverged")
 def _register_sweep_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
-    from llm_ray.fitting.config import FitConfig
+    from llm_ray.fit import register_configs as register_fit_configs
 
-    cs = ConfigStore.instance()
-    cs.store(group="sweep", name="sweep_schema", node=SweepConfig)
-    cs.store(group="fit", name="fit_schema", node=FitConfig)
+    ConfigStore.instance().store(group="sweep", name="sweep_schema", node=SweepConfig)
+    register_fit_configs()
 
 
 _register_sweep_configs()
@@ -70,6 +69,7 @@ def run_cell(config: dict) -> None:
     from llm_ray.data import PreparedData
     from llm_ray.launch import build_trainer
 
+    t_trial_start = time.time()
     config = config["cell_config"]
     job = job_from_dict(config["job"])
     run_dir = config["run_dir"]
@@ -81,6 +81,9 @@ def run_cell(config: dict) -> None:
         storage.write_json(storage.join(run_dir, "result.json"), {
             "run_id": job.trainer.name, "status": "failed", "reason": f"{type(err).__name__}: {err}"[:2000],
             "cell": config["cell"], "history": []})
+    # Trial-level timing, for the overhead benchmark (bench/bench_sweep.py).
+    storage.write_json(storage.join(run_dir, "trial.json"),
+                       {"t_trial_start": t_trial_start, "t_trial_end": time.time()})
 
 
 def make_progress_callback(cells: dict, total_cells: int, already_done: int, log=print):
@@ -152,6 +155,9 @@ def run_sweep(base: TrainJobConfig, sweep: SweepConfig, fit_cfg, log=print) -> d
     log(f"sweep: {len(finished)} cells already finished (kept), {len(pending)} to train")
     if pending:
         data = prepare(base, log=log)
+        peak = _measured_peak(base, log)
+        jobs = {cid: (cell, dataclasses.replace(job, trainer=dataclasses.replace(job.trainer, peak_flops=peak)))
+                for cid, (cell, job) in jobs.items()}
         init_ray(base)
         _tune(pending, jobs, data, sweep, base, sweep_dir, cells_dir, len(jobs), len(finished), log)
 
@@ -161,8 +167,24 @@ def run_sweep(base: TrainJobConfig, sweep: SweepConfig, fit_cfg, log=print) -> d
     write_results(table, sweep_dir)
     from llm_ray.report import fit_and_report
 
-    summary = fit_and_report(sweep_dir, table, fit_cfg, plan_record, log=log)
+    summary = fit_and_report(sweep_dir, table, fit_cfg, plan_record, log=log, wandb_cfg=base.wandb)
     return {"sweep_dir": sweep_dir, "plan": plan_record, "trained": pending, **summary}
+
+
+def _measured_peak(job: TrainJobConfig, log):
+    """Measure the CPU matmul peak once for the whole sweep (not in every trial's start-up)."""
+    if job.trainer.peak_flops is not None or job.resources.use_gpu:
+        return job.trainer.peak_flops
+    import torch
+
+    from llm_ray.hardware import measure_matmul_peak
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(job.resources.cpus_per_worker)))
+    peak = measure_matmul_peak(seconds=1.0)
+    torch.set_num_threads(threads)
+    log(f"sweep: measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s per worker (MFU denominator)")
+    return peak
 
 
 def _finished(run_dir: str) -> bool:
@@ -182,20 +204,30 @@ def _tune(pending, jobs, data, sweep, base, sweep_dir, cells_dir, n_total, n_don
         concurrency = max(1, int(cpus // need)) if base.resources.use_gpu else max(1, int((cpus - 1) // need))
     configs = [{"job": dataclasses.asdict(jobs[c][1]), "data": data.to_dict(),
                 "run_dir": storage.join(cells_dir, c),
-                "cell": {"cell_id": c, "sweep": sweep.name, **dataclasses.asdict(jobs[c][0])}}
+                "cell": {"cell_id": c, "sweep": sweep.name, "name": jobs[c][0].name,
+                         **dataclasses.asdict(jobs[c][0])}}
                for c in pending]
     # Biggest budgets first: the long cells start early, small ones fill the gaps.
     configs.sort(key=lambda x: -x["cell"]["budget"])
+    tune_path, tune_fs = storage.ray_storage(sweep_dir)
     progress = make_progress_callback({c["cell"]["cell_id"]: c["cell"] for c in configs}, n_total, n_done, log)
     tuner = tune.Tuner(
         # The trial function only drives its TorchTrainer; its workers hold the real resources.
         tune.with_resources(run_cell, {"CPU": 0.01}),
         param_space={"cell_config": tune.grid_search(configs)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
-        run_config=tune.RunConfig(name="tune", storage_path=sweep_dir, callbacks=[progress], verbose=0),
+        # reuse_actors: a trial's driver process is kept for the next trial (no new Python + imports).
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name, reuse_actors=True),
+        run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=tune_fs,
+                                  callbacks=[progress], verbose=0),
     )
     log(f"sweep: {len(pending)} trials, {concurrency} at a time")
     tuner.fit()
+
+
+def _trial_name(trial) -> str:
+    """Tune trials are named by their cell id (sweep coordinates + content key)."""
+    return trial.config["cell_config"]["cell"]["cell_id"]
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")

@@ -31,6 +31,7 @@ def train_loop_per_worker(config: dict) -> None:
     from llm_ray.model import Transformer
     from llm_ray.tracking import RunLogger
 
+    _quiet_ray_train_reports()
     job = job_from_dict(config["job"])
     data = PreparedData.from_dict(config["data"])
     run_dir: str = config["run_dir"]
@@ -105,7 +106,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     logger = RunLogger(
         enabled=rank == 0, mode=job.wandb.mode, project=job.wandb.project, entity=job.wandb.entity,
-        group=job.wandb.group, name=t.name, job_type="trial" if job.wandb.group else "train",
+        group=job.wandb.group, name=config.get("cell", {}).get("name", t.name), key=t.name,
+        job_type="trial" if job.wandb.group else "train",
         directory=job.wandb.dir or os.path.join(tempfile.gettempdir(), "llm-ray-wandb"),
         config={**config["job"], "cell": config.get("cell", {}),
                 "params": counts.total, "params_non_embedding": counts.non_embedding})
@@ -113,7 +115,7 @@ def train_loop_per_worker(config: dict) -> None:
     fail_now = t.fail_at_step is not None and ckpt is None
     status, reason = "ok", ""
     initial_loss = next((r["train_loss"] for r in history if "train_loss" in r), None)
-    t_first_step = None
+    t_first_step = t_last_step = None
     train_time = sum(r.get("step_time_s", 0.0) for r in history)
     window_t, window_tokens = time.perf_counter(), 0
     val_loss = None
@@ -145,6 +147,7 @@ def train_loop_per_worker(config: dict) -> None:
             loss_sum += loss.item()
         train_loss = all_mean(loss_sum / grad_accum)
         step_time = time.perf_counter() - t0
+        t_last_step = time.time()
         train_time += step_time
         window_tokens += tokens_per_step
         done = step + 1
@@ -215,6 +218,8 @@ def train_loop_per_worker(config: dict) -> None:
             **{f"flops_{k}": v * tokens for k, v in per_token._asdict().items()},
             "final_train_loss": final.get("train_loss"), "final_val_loss": evals[-1] if evals else None,
             "wall_s": wall, "startup_s": (t_first_step - t_start) if t_first_step else None,
+            "t_worker_start": t_start, "t_first_step": t_first_step,
+            "t_last_step": t_last_step if t_first_step else None, "t_end": time.time(),
             "train_time_s": train_time,
             "tokens_per_s": (tokens - start_step * tokens_per_step) / max(1e-9, train_time_since(history, start_step)),
             "peak_flops_per_worker": peak, "world_size": world, "resumed_from_step": resumed_from,
@@ -227,6 +232,17 @@ def train_loop_per_worker(config: dict) -> None:
         storage.write_json(storage.join(run_dir, "result.json"), {**record, "history": history})
         logger.summary({k: v for k, v in record.items() if isinstance(v, (int, float, str))})
         logger.finish()
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train logs every report at INFO ("Reporting training result ..."), one line per rank per
+    report; our own progress line says the same once. Keep its warnings."""
+    import logging
+
+    from ray.train.v2._internal.execution import context, storage as ray_storage
+
+    for module in (context, ray_storage):
+        logging.getLogger(module.__file__).setLevel(logging.WARNING)
 
 
 def train_time_since(history: list[dict], start_step: int) -> float:

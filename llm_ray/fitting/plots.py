@@ -161,6 +161,10 @@ def plot_n_d_opt(out):
             ax.plot(c, y, color=color, lw=1.8, ls=LINESTYLE[name], label=f"{label}: {expo}")
             if band is not None:
                 ax.fill_between(c, band[j][0], band[j][1], color=color, alpha=0.15, lw=0)
+    # Reference: Chinchilla's rule of thumb D = 20 N under C = k N D (Hoffmann et al. 2022).
+    n20 = np.sqrt(c / (k * 20.0))
+    for ax, y in zip(axes, (n20, 20.0 * n20)):
+        ax.plot(c, y, color="0.45", lw=1.0, ls=(0, (1, 2)), label="Chinchilla reference: D = 20 N")
     if out.envelope is not None:
         e = out.envelope
         axes[0].scatter(e.flops, e.params, s=12, color=STYLE["approach1"][0], alpha=0.7, label="envelope points")

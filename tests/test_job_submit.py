@@ -1,0 +1,158 @@
+"""`ray job submit` for real: a Ray head started on this machine, a smoke sweep submitted to it.
+
+The head runs from this venv's `ray` on free loopback ports, in its own temp dir (so no other Ray on
+the machine finds it, and `ray stop`, which would stop every Ray here, is never needed): the fixture
+starts `ray start --head --block` in its own session and ends it, and anything left of it, by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+import pandas as pd
+import pytest
+
+from conftest import CONF, FAKE_SECRETS, grep_tree
+
+pytestmark = pytest.mark.ray
+ROOT = os.path.dirname(CONF)
+VENV_BIN = os.path.dirname(sys.executable)
+RAY = os.path.join(VENV_BIN, "ray")
+# One budget of the smoke preset: 3 tiny cells, 2 at a time on the head's 3 CPUs.
+SWEEP = ["sweep=smoke", "sweep.budgets=[5e10]", "fit.n_bootstrap=20", "data.max_bytes=2000000",
+         "trainer.eval_every=40", "trainer.log_every=40", "wandb.mode=offline"]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def processes_using(marker: str) -> list:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(marker in a for a in (p.info["cmdline"] or [])):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def end_head(proc: subprocess.Popen, temp_dir: str) -> None:
+    """SIGTERM the head's process group, then SIGKILL, by pid, whatever of it is left."""
+    import psutil
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 30
+    while (left := processes_using(temp_dir)) and time.time() < deadline:
+        time.sleep(1)
+    for p in left:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.fixture
+def ray_head():
+    # A short root: Ray's unix sockets live under it (paths must stay below ~107 characters).
+    temp_dir = tempfile.mkdtemp(prefix="llmray-head-", dir="/tmp")
+    gcs, dashboard, agent, client, agent_grpc, runtime_env_agent, metrics = free_ports(7)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(
+        FAKE_SECRETS,  # as a cluster's environment would hold them: they must not leak anywhere
+        PATH=f"{VENV_BIN}:{env.get('PATH', '')}",  # the job's `python` is this venv's
+        RAY_AUTH_MODE="disabled",  # STACK-NOTES: Ray 2.60 may turn token auth on
+        RAY_USAGE_STATS_ENABLED="0",
+        WANDB_MODE="offline",
+    )
+    log = open(os.path.join(temp_dir, "head.log"), "wb")
+    proc = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dashboard}", "--include-dashboard=true", "--num-cpus=3",
+         f"--temp-dir={temp_dir}", f"--ray-client-server-port={client}",
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--runtime-env-agent-port={runtime_env_agent}", f"--metrics-export-port={metrics}",
+         "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, open(os.path.join(temp_dir, "head.log")).read()
+            try:
+                with urllib.request.urlopen(f"{address}/api/jobs/", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "the Ray head's job API did not come up in 120 s"
+            time.sleep(1)
+        yield {"address": address, "env": env, "temp_dir": temp_dir}
+    finally:
+        end_head(proc, temp_dir)
+        log.close()
+        assert not processes_using(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_a_smoke_sweep_on_a_head_started_by_hand(ray_head, tmp_path):
+    """Submit with `--working-dir .` and cluster/runtime_env.yaml, wait for SUCCEEDED, then read
+    the sweep's outputs from storage; no secret in the outputs, the job's logs or the head's logs."""
+    out = tmp_path / "runs"
+    sid = f"llm-ray-smoke-{uuid.uuid4().hex[:8]}"
+    t0 = time.time()
+    submit = subprocess.run(
+        [RAY, "job", "submit", "--address", ray_head["address"], "--submission-id", sid,
+         "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
+         "python", "-m", "llm_ray.sweep", *SWEEP, "resources.address=auto",
+         f"trainer.storage_path={out}", f"hydra.run.dir={tmp_path}/hydra"],
+        cwd=ROOT, env=ray_head["env"], capture_output=True, text=True, timeout=420)
+    logs = submit.stdout + submit.stderr
+    (tmp_path / "submit.log").write_text(logs)
+    status = subprocess.run([RAY, "job", "status", "--address", ray_head["address"], sid],
+                            env=ray_head["env"], capture_output=True, text=True, timeout=60)
+    assert "SUCCEEDED" in status.stdout, logs[-6000:] + status.stdout + status.stderr
+    assert submit.returncode == 0
+    print(f"job {sid} succeeded in {time.time() - t0:.0f} s")
+
+    # The driver joined the head rather than starting its own Ray, and trained every cell there.
+    assert "Started a local Ray instance" not in logs
+    assert "sweep: 0 cells already finished (kept), 3 to train" in logs
+    sweep_dir = out / "smoke"
+    df = pd.read_parquet(sweep_dir / "results.parquet")
+    plan = json.loads((sweep_dir / "plan.json").read_text())
+    assert df["cell_id"].nunique() == len(plan["cells"]) == 3
+    assert set(df["status"]) == {"ok"}
+    assert (sweep_dir / "report.md").read_text().startswith("# Scaling-law report")
+    for cell in plan["cells"]:
+        assert json.loads((sweep_dir / "cells" / cell / "result.json").read_text())["status"] == "ok"
+
+    assert grep_tree(str(tmp_path), FAKE_SECRETS.values()) == []
+    assert grep_tree(os.path.join(ray_head["temp_dir"]), FAKE_SECRETS.values()) == []

@@ -1,0 +1,108 @@
+"""IsoFLOP sweeps for real: Ray Tune trials of Ray Train + DeepSpeed runs, fitted at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import CONF, FAKE_SECRETS, grep_tree
+
+pytestmark = pytest.mark.ray
+ROOT = os.path.dirname(CONF)
+# The smoke preset, a little smaller: 2 budgets x 3 sizes of 14k-87k parameters.
+SMOKE = ["sweep=smoke", "fit.n_bootstrap=20", "trainer.eval_every=40", "trainer.log_every=40"]
+
+
+def compose_sweep(*overrides):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import llm_ray.sweep  # noqa: F401 - registers the sweep schema
+    from llm_ray.train import job_from_hydra
+
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("sweep", overrides=list(overrides))
+    return job_from_hydra(cfg), OmegaConf.to_object(cfg.sweep), OmegaConf.to_object(cfg.fit)
+
+
+def test_smoke_sweep_trains_every_cell_fits_and_reports(ray_cluster, tmp_path):
+    from llm_ray.sweep import run_sweep
+
+    out = run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=offline"))
+    sweep_dir = out["sweep_dir"]
+    df = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
+    assert df["cell_id"].nunique() == len(out["plan"]["cells"]) >= 5
+    assert set(df["status"]) == {"ok"}
+    final = df[df["final"]]
+    assert len(final) == df["cell_id"].nunique()
+    # Each cell spent its budget (within one global batch) under the exact ledger.
+    assert ((final["flops"] - final["budget"]).abs() / final["budget"] < 0.1).all()
+    # One row per evaluation point: intermediate points are there too, on the same cell.
+    assert len(df) > len(final)
+    fit = json.load(open(os.path.join(sweep_dir, "fit.json")))
+    assert fit["approach3"]["status"] == "ok" and fit["approach3"]["E"] > 0
+    assert fit["predictions"] and fit["predictions"][0]["flops"] == 1e12
+    report = open(os.path.join(sweep_dir, "report.md")).read()
+    assert report.startswith("# Scaling-law report") and "## The answer" in report
+    for png in fit["plots"] + ["training_curves.png"]:
+        assert os.path.getsize(os.path.join(sweep_dir, png)) > 10_000
+    # W&B: one run per trial grouped under the sweep, plus the sweep's fit run; no secret anywhere.
+    runs = os.listdir(os.path.join(tmp_path, "wandb", "wandb"))
+    assert len([r for r in runs if r.startswith("offline-run-")]) == df["cell_id"].nunique() + 1
+    assert grep_tree(str(tmp_path), FAKE_SECRETS.values()) == []
+
+
+def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tmp_path):
+    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, f"trainer.storage_path={tmp_path}",
+            "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cells_dir = os.path.join(tmp_path, "smoke", "cells")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 400
+    finished = []
+    while time.time() < deadline and not finished:
+        time.sleep(2)
+        if os.path.isdir(cells_dir):
+            finished = [c for c in os.listdir(cells_dir)
+                        if os.path.exists(os.path.join(cells_dir, c, "result.json"))]
+    assert finished, "no cell finished before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, mid-sweep
+    proc.wait()  # Ray's own processes share the driver's fate and exit with it
+    assert not os.path.exists(os.path.join(tmp_path, "smoke", "results.parquet"))
+    before = {c: open(os.path.join(cells_dir, c, "result.json")).read() for c in finished}
+
+    from llm_ray.sweep import run_sweep
+
+    out = run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=disabled"))
+    assert set(out["trained"]).isdisjoint(finished)
+    assert len(out["trained"]) + len(finished) == len(out["plan"]["cells"])
+    for c, text in before.items():
+        assert open(os.path.join(cells_dir, c, "result.json")).read() == text  # never trained twice
+    df = pd.read_parquet(os.path.join(tmp_path, "smoke", "results.parquet"))
+    assert set(df["status"]) == {"ok"} and df["cell_id"].nunique() == len(out["plan"]["cells"])
+
+    # Adding a budget trains only the new cells.
+    again = run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=disabled",
+                                     "sweep.budgets=[5e10,1.5e11,3e11]", "sweep.sizes=[3.5e4,9e4]"))
+    assert again["trained"] and all(c.startswith("C3e11") for c in again["trained"])
+
+
+def test_diverged_run_stops_early_with_status_and_reason(ray_cluster, tmp_path):
+    from conftest import TEST_DATA, compose_train
+    from llm_ray.launch import run_training
+
+    rec = run_training(compose_train(
+        "model=tiny", *TEST_DATA, "trainer.num_workers=1", "trainer.lr=30", "trainer.warmup_steps=2",
+        "trainer.tokens=409600", "trainer.global_batch_tokens=4096", "deepspeed.grad_clip=0",
+        "trainer.checkpoint_every=0", "wandb.mode=disabled", f"trainer.storage_path={tmp_path}"))
+    assert rec["status"] == "diverged" and rec["reason"]
+    assert rec["steps"] < 100  # stopped, not trained to the end
