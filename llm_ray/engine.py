@@ -15,6 +15,19 @@ from llm_ray.config import DeepSpeedConfig, ModelConfig, TrainerConfig, batch_ge
 CKPT_TAG = "ds"  # one DeepSpeed tag per Ray checkpoint directory
 
 
+def use_venv_ops_cache() -> str:
+    """Point torch's JIT-extension cache at this environment's own folder (<venv>/torch_extensions).
+
+    DeepSpeed's CPU ops are compiled against this environment's torch and DeepSpeed paths. A cache
+    shared between environments (the default ~/.cache/torch_extensions) makes each one rebuild the
+    ops the other built (60-130 s of gcc in a worker's start-up); a per-environment cache is built
+    once by `make setup` (llm_ray.prebuild) and reused by every process, Ray workers included.
+    """
+    import sys
+
+    return os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+
+
 def deepspeed_json(ds: DeepSpeedConfig, trainer: TrainerConfig, model: ModelConfig) -> dict:
     """DeepSpeed's config dict (https://www.deepspeed.ai/docs/config-json/) for this run."""
     global_seqs, grad_accum = batch_geometry(model, trainer)
@@ -83,6 +96,7 @@ def init_distributed(use_gpu: bool) -> None:
     DeepSpeed adopts it instead of creating its own."""
     if not use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    use_venv_ops_cache()
     import deepspeed
 
     deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")

@@ -18,6 +18,10 @@ RAY_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
     # Ray Train's print patch sends every worker print through a logger as well: lines come twice.
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    # The first worker log line a driver prints makes ray.experimental.tqdm_ray replace
+    # builtins.print; Tune then cannot pickle the sweep's progress callback (log=print). Seen under
+    # `ray job submit`, where the cluster's log lines reach the driver before the Tuner starts.
+    "RAY_TQDM_PATCH_PRINT": "0",
     "DS_ACCELERATOR": "cpu",
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",

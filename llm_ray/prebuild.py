@@ -2,8 +2,8 @@
 
 `make setup` runs this. DeepSpeed JIT-compiles its CPU ops on first use (shm communication for
 init_distributed on CPU: ~60-80 s; DeepSpeedCPUAdam for optimizer offload: ~100-130 s). Loading them
-here puts the shared objects into $TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions); every
-later process, Ray workers included, loads them in seconds. On a CUDA machine DeepSpeed uses NCCL and
+here puts the shared objects into this environment's own cache (<venv>/torch_extensions, see
+llm_ray.engine.use_venv_ops_cache); every later process, Ray workers included, loads them in seconds. On a CUDA machine DeepSpeed uses NCCL and
 its CUDA ops instead, so there is nothing to pre-build.
 """
 
@@ -20,6 +20,9 @@ def main() -> None:
         print("prebuild: CUDA present, DeepSpeed's CPU ops are not needed; nothing to build.")
         return
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    from llm_ray.engine import use_venv_ops_cache
+
+    print(f"prebuild: ops cache {use_venv_ops_cache()}")
     from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, ShareMemCommBuilder
 
     for builder in (ShareMemCommBuilder(), CPUAdamBuilder()):

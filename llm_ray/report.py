@@ -99,7 +99,9 @@ def render_report(fit: dict, table: pd.DataFrame, plan: dict) -> str:
             lines.append("")
             lines.append("IsoFLOP minima (approach 2):")
             for g in a2.get("budgets", []):
-                lines.append(f"- C = {g.get('label')}: " + _minimum_words(g))
+                c = g.get("flops")
+                lines.append(f"- C = {c:.3g} FLOPs: " if isinstance(c, (int, float)) else f"- C = {g.get('label')}: ")
+                lines[-1] += _minimum_words(g)
         for w in fit.get("warnings", []):
             lines.append(f"- warning: {w}")
         lines.append("")

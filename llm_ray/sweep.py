@@ -86,7 +86,13 @@ def run_cell(config: dict) -> None:
                        {"t_trial_start": t_trial_start, "t_trial_end": time.time()})
 
 
-def make_progress_callback(cells: dict, total_cells: int, already_done: int, log=print):
+def _say(message: str) -> None:
+    """Print, looked up at call time: Tune pickles its callbacks, and Ray may have replaced
+    builtins.print by then, so the callback must not hold the print function itself."""
+    print(message, flush=True)
+
+
+def make_progress_callback(cells: dict, total_cells: int, already_done: int):
     """A Tune callback that prints cells done / running / pending and an ETA from FLOPs done."""
     from ray import tune
 
@@ -101,8 +107,8 @@ def make_progress_callback(cells: dict, total_cells: int, already_done: int, log
             elapsed = time.time() - self.t0
             eta = (elapsed / self.flops_done * (self.flops_total - self.flops_done)
                    if self.flops_done else float("nan"))
-            log(f"sweep: {already_done + self.done}/{total_cells} cells done, {len(self.running)} running,"
-                f" {pending} pending; elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min", flush=True)
+            _say(f"sweep: {already_done + self.done}/{total_cells} cells done, {len(self.running)} running,"
+                 f" {pending} pending; elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min")
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.running.add(trial.trial_id)
@@ -210,7 +216,7 @@ def _tune(pending, jobs, data, sweep, base, sweep_dir, cells_dir, n_total, n_don
     # Biggest budgets first: the long cells start early, small ones fill the gaps.
     configs.sort(key=lambda x: -x["cell"]["budget"])
     tune_path, tune_fs = storage.ray_storage(sweep_dir)
-    progress = make_progress_callback({c["cell"]["cell_id"]: c["cell"] for c in configs}, n_total, n_done, log)
+    progress = make_progress_callback({c["cell"]["cell_id"]: c["cell"] for c in configs}, n_total, n_done)
     tuner = tune.Tuner(
         # The trial function only drives its TorchTrainer; its workers hold the real resources.
         tune.with_resources(run_cell, {"CPU": 0.01}),

@@ -259,6 +259,20 @@ def test_upload_excludes_keep_every_file_the_job_needs():
         assert [f for f in needed if spec.match_file(f)] == [], name
 
 
+def test_gitignore_keeps_every_file_the_job_needs():
+    """`ray job submit --working-dir .` also skips what .gitignore matches (and git does not commit
+    it): a bare `wandb/` pattern matches conf/wandb/ and the job then fails in Hydra with
+    "Could not find 'wandb/default'"."""
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    needed = [os.path.relpath(os.path.join(d, f), ROOT)
+              for top in ("llm_ray", "conf") for d, _, files in os.walk(os.path.join(ROOT, top))
+              for f in files if "__pycache__" not in d and not f.endswith(".pyc")]
+    with open(os.path.join(ROOT, ".gitignore")) as f:
+        spec = PathSpec.from_lines("gitwildmatch", f.read().splitlines())
+    assert [f for f in needed if spec.match_file(f)] == []
+
+
 def test_dockerfile_builds_on_the_ray_gpu_image_and_installs_the_package_editable():
     text = open(os.path.join(CLUSTER, "Dockerfile")).read()
     assert re.search(rf"^FROM rayproject/ray:{RAY_VERSION}-py311-gpu$", text, re.M)
