@@ -7,6 +7,7 @@ schedule, all from `DeepSpeedConfig` + `TrainerConfig` rendered into DeepSpeed's
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -26,6 +27,27 @@ def use_venv_ops_cache() -> str:
     import sys
 
     return os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+
+
+@contextlib.contextmanager
+def same_ops_build():
+    """While DeepSpeed JIT-loads an op, pin OMP_NUM_THREADS=1 (restored afterwards).
+
+    The op's build fingerprint changes with OMP_NUM_THREADS, which Ray sets per worker to its CPU
+    count: without the pin, `make setup`'s build and each worker's differ and every worker start
+    recompiles (seen: 60-80 s per start). Threads at run time are set by torch.set_num_threads and
+    by the OpenMP runtime, which read the environment long before this point.
+    """
+    use_venv_ops_cache()
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
 
 
 def deepspeed_json(ds: DeepSpeedConfig, trainer: TrainerConfig, model: ModelConfig) -> dict:
@@ -82,7 +104,9 @@ def build_engine(model, ds: DeepSpeedConfig, trainer: TrainerConfig, mcfg: Model
     if ds.offload_optimizer:
         # ZeRO-Offload steps the optimizer on the CPU with DeepSpeed's vectorised Adam.
         from deepspeed.ops.adam import DeepSpeedCPUAdam
-        optimizer = DeepSpeedCPUAdam(groups, adamw_mode=True, **hp)
+
+        with same_ops_build():
+            optimizer = DeepSpeedCPUAdam(groups, adamw_mode=True, **hp)
     else:
         optimizer = torch.optim.AdamW(groups, fused=use_gpu, **hp)
     engine, optimizer, _, scheduler = deepspeed.initialize(
@@ -96,10 +120,10 @@ def init_distributed(use_gpu: bool) -> None:
     DeepSpeed adopts it instead of creating its own."""
     if not use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    use_venv_ops_cache()
-    import deepspeed
+    with same_ops_build():
+        import deepspeed
 
-    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+        deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
 
 
 def save(engine, directory: str, client_state: dict) -> None:

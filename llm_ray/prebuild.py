@@ -20,7 +20,7 @@ def main() -> None:
         print("prebuild: CUDA present, DeepSpeed's CPU ops are not needed; nothing to build.")
         return
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from llm_ray.engine import use_venv_ops_cache
+    from llm_ray.engine import same_ops_build, use_venv_ops_cache
 
     print(f"prebuild: ops cache {use_venv_ops_cache()}")
     from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, ShareMemCommBuilder
@@ -28,7 +28,8 @@ def main() -> None:
     for builder in (ShareMemCommBuilder(), CPUAdamBuilder()):
         t0 = time.time()
         print(f"prebuild: {builder.name} ...", flush=True)
-        builder.load(verbose=False)
+        with same_ops_build():  # the build Ray workers will look for
+            builder.load(verbose=False)
         print(f"prebuild: {builder.name} ready in {time.time() - t0:.0f} s", flush=True)
 
 

@@ -204,8 +204,12 @@ def loss_contour_png(table: pd.DataFrame, fit: dict) -> bytes:
     d_opt = c / (k * n_opt)
     ax.plot(n_opt, d_opt, color="red", lw=2, label="compute-optimal path N_opt(C), D_opt(C)")
     for budget in sorted(ok["budget"].unique()):
-        ax.plot(n, budget / (k * n), color="white", lw=0.8, ls="--")
-        ax.annotate(f"C={budget:.2g}", (n[5], budget / (k * n[5])), color="white", fontsize=7)
+        line = budget / (k * n)
+        ax.plot(n, line, color="white", lw=0.8, ls="--")
+        seen = np.flatnonzero((line > d[0]) & (line < d[-1]))
+        if len(seen):  # label each constant-C line where it is on the axes
+            i = seen[len(seen) // 4]
+            ax.annotate(f"C={budget:.2g}", (n[i], line[i]), color="white", fontsize=7)
     ax.scatter(ok["params"], ok["tokens"], c="white", edgecolors="k", s=28, zorder=5, label="runs (final points)")
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -26,9 +26,11 @@ from conftest import FAKE_SECRETS, grep_tree
 BUCKET = "llm-ray-test"
 ACCESS_KEY_ID = "FAKEKEYID0LLMRAY0TEST"
 SECRETS = [FAKE_SECRETS["AWS_SECRET_ACCESS_KEY"], FAKE_SECRETS["WANDB_API_KEY"], ACCESS_KEY_ID]
-# One budget of the smoke preset (3 cells of 14k-87k parameters), one cell at a time, so the kill
-# lands between cells; a checkpoint every 50 steps goes to S3 through Ray's pyarrow filesystem.
-SWEEP = ["sweep=smoke", "sweep.budgets=[5e10]", "sweep.max_concurrent_trials=1", "fit.n_bootstrap=20",
+# The smoke preset cut to one budget and two sizes (33k and 87k parameters, 109 and 39 steps), one
+# cell at a time, so the kill lands after the first; checkpoints every 50 steps go to S3 through
+# Ray's pyarrow filesystem.
+SWEEP = ["sweep=smoke", "sweep.budgets=[5e10]", "sweep.sizes=[3.5e4,9e4]",
+         "sweep.max_concurrent_trials=1", "fit.n_bootstrap=20",
          "data.max_bytes=2000000", "trainer.eval_every=40", "trainer.log_every=40",
          "trainer.checkpoint_every=50", "wandb.mode=offline"]
 
@@ -126,9 +128,10 @@ def processes_using(marker: str) -> list:
     import psutil
 
     found = []
-    for p in psutil.process_iter(["cmdline"]):
+    for p in psutil.process_iter(["cmdline", "status"]):
         try:
-            if any(marker in a for a in (p.info["cmdline"] or [])):
+            if p.info["status"] != psutil.STATUS_ZOMBIE and any(
+                    marker in a for a in (p.info["cmdline"] or [])):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -197,7 +200,7 @@ def test_sweep_on_s3_killed_and_resumed_keeps_finished_cells_and_leaks_no_secret
         for p in processes_using(ray_tmp):
             p.kill()
     n = len(finished)
-    assert f"sweep: {n} cells already finished (kept), {3 - n} to train" in run2
+    assert f"sweep: {n} cells already finished (kept), {2 - n} to train" in run2
     after = objects(sweep_key)
     for c, (etag, text) in kept.items():
         key = f"{sweep_key}/cells/{c}/result.json"
@@ -211,7 +214,7 @@ def test_sweep_on_s3_killed_and_resumed_keeps_finished_cells_and_leaks_no_secret
     assert [k for k in objects(f"{BUCKET}/runs/data-cache") if k.endswith("/train.bin")]
     with s3fs_fresh().open(f"{sweep_key}/results.parquet", "rb") as f:
         df = pd.read_parquet(f)
-    assert df["cell_id"].nunique() == 3 and set(df["status"]) == {"ok"}
+    assert df["cell_id"].nunique() == 2 and set(df["status"]) == {"ok"}
     assert os.listdir(tokens), "workers did not read the shards through their node-local copy"
 
     # Results name S3 paths only, never a node-local one; no credential in any object or log.
@@ -220,7 +223,7 @@ def test_sweep_on_s3_killed_and_resumed_keeps_finished_cells_and_leaks_no_secret
     records = {k: b for k, b in blobs.items()
                if k.rsplit("/", 1)[-1] in ("result.json", "metrics.json", "plan.json", "results.csv",
                                            "fit.json", "report.md", "meta.json")}
-    assert len(records) >= 3 * 2 + 4
+    assert len(records) >= 2 * 2 + 4
     for k, b in records.items():
         assert not [r for r in local_roots if r.encode() in b], (k, b[:2000])
     assert [k for k, b in blobs.items() if any(s.encode() in b for s in SECRETS)] == []

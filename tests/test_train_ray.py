@@ -8,6 +8,7 @@ import os
 import pytest
 
 from conftest import FAKE_SECRETS, TEST_DATA, compose_train, grep_tree
+from wandb_reader import summarize
 
 pytestmark = pytest.mark.ray
 
@@ -25,19 +26,32 @@ def train(tmp_path, name, *overrides):
     return run_training(job)
 
 
+@pytest.fixture(scope="module")
+def zero_runs(ray_cluster, tmp_path_factory):
+    """One 40-step run per ZeRO stage, 2 workers each; stage 1 also logs to W&B offline."""
+    runs = {}
+    for stage in (0, 1, 2, 3):
+        tmp = tmp_path_factory.mktemp(f"zero{stage}")
+        rec = train(tmp, f"zero{stage}", f"deepspeed=zero{stage}", "trainer.tokens=163840",
+                    "trainer.eval_every=20", "trainer.checkpoint_every=0",
+                    "wandb.mode=" + ("offline" if stage == 1 else "disabled"))
+        runs[stage] = (tmp, rec)
+    return runs
+
+
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
-def test_each_zero_stage_trains_two_workers_and_val_loss_falls(ray_cluster, tmp_path, stage):
-    rec = train(tmp_path, f"zero{stage}", f"deepspeed=zero{stage}", "trainer.tokens=163840",
-                "trainer.eval_every=20", "trainer.checkpoint_every=0", "wandb.mode=disabled")
+def test_each_zero_stage_trains_two_workers_and_val_loss_falls(zero_runs, stage):
+    _, rec = zero_runs[stage]
     assert rec["status"] == "ok" and rec["world_size"] == 2 and rec["steps"] == 40
     evals = [r["val_loss"] for r in rec["history"] if "val_loss" in r]
     assert evals[0] > 6.5  # ~ln(1024) = 6.93 at initialisation
     assert evals[-1] < evals[0] - 0.8, evals  # > 0.8 nats learned in 40 steps
-    if stage == 3:
-        # ZeRO-3 shards the parameters: each rank holds about half of them.
-        assert rec["local_param_fraction"] == pytest.approx(0.5, abs=0.02)
-    else:
-        assert rec["local_param_fraction"] == 1.0
+
+
+def test_zero3_shards_parameters_across_ranks(zero_runs):
+    # ZeRO-3 partitions every parameter: each of the 2 ranks holds about half of them.
+    assert zero_runs[3][1]["local_param_fraction"] == pytest.approx(0.5, abs=0.02)
+    assert zero_runs[2][1]["local_param_fraction"] == 1.0
 
 
 def test_worker_crash_resumes_from_checkpoint_with_identical_losses(ray_cluster, tmp_path):
@@ -57,11 +71,13 @@ def test_worker_crash_resumes_from_checkpoint_with_identical_losses(ray_cluster,
     assert crashed["final_val_loss"] == pytest.approx(clean["final_val_loss"], abs=1e-6)
 
 
-def test_wandb_offline_logs_one_run_from_rank_zero_without_secrets(ray_cluster, tmp_path):
-    rec = train(tmp_path, "wandb", "deepspeed=zero1", "trainer.tokens=40960", "trainer.eval_every=5",
-                "trainer.checkpoint_every=5", "wandb.mode=offline")
-    assert rec["status"] == "ok"
-    runs = glob.glob(os.path.join(tmp_path, "wandb", "wandb", "offline-run-*"))
-    assert len(runs) == 1, runs  # rank 0 only
-    assert glob.glob(os.path.join(runs[0], "*.wandb"))
-    assert grep_tree(str(tmp_path), FAKE_SECRETS.values()) == []
+def test_wandb_offline_logs_one_run_from_rank_zero_without_secrets(zero_runs):
+    tmp, rec = zero_runs[1]
+    runs = glob.glob(os.path.join(tmp, "wandb", "wandb", "offline-run-*"))
+    assert len(runs) == 1, runs  # rank 0 only, although both ranks ran the same code
+    logged = summarize(glob.glob(os.path.join(runs[0], "*.wandb"))[0])
+    assert logged["run"]["name"] == "zero1" and logged["run"]["job_type"] == "train"
+    assert logged["config"]["deepspeed"]["zero_stage"] == 1 and logged["config"]["params"] == rec["params"]
+    steps = [h["step"] for h in logged["history"]]
+    assert steps == sorted(steps) and steps[-1] == 40
+    assert grep_tree(str(tmp), FAKE_SECRETS.values()) == []
