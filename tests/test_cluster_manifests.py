@@ -1,7 +1,7 @@
-"""The cluster/ manifests and docs/cluster.md parse, and every command they run is a valid invocation.
+"""The cluster/ manifests and the README parse, and every command they run is a valid invocation.
 
 Each `python -m llm_ray.sweep|train ...` found in them (the RayJob's entrypoint, the commands in the
-manifests' comments, the code blocks of docs/cluster.md) is composed with Hydra's compose API against
+manifests' comments, the code blocks of README.md) is composed with Hydra's compose API against
 conf/, validated, and for sweeps planned (dry run): a renamed config key or an impossible plan breaks
 a test here, not a cluster job. Static and fast: no Ray cluster, no network.
 """
@@ -19,7 +19,7 @@ from conftest import CONF
 
 ROOT = os.path.dirname(CONF)
 CLUSTER = os.path.join(ROOT, "cluster")
-DOCS = os.path.join(ROOT, "docs", "cluster.md")
+DOCS = os.path.join(ROOT, "README.md")  # its code blocks, the cluster section included
 RAY_VERSION = "2.60.0"
 IMAGE = "ghcr.io/your-org/llm-ray:0.1.0"
 INVOCATION = re.compile(r"python -m (llm_ray\.(?:sweep|train))\b(.*)")
@@ -89,7 +89,7 @@ def commands() -> list[tuple[str, str, str, list[str]]]:
                             for mod, ov in invocations(line)]
     with open(DOCS) as f:
         for line in logical_lines(md_code_blocks(f.read()), comments_only=False):
-            out += [("docs/cluster.md", line, mod, ov) for mod, ov in invocations(line)]
+            out += [("README.md", line, mod, ov) for mod, ov in invocations(line)]
     return out
 
 
@@ -118,7 +118,7 @@ def assert_mergeable_with_init_ray(job_env: dict) -> None:
 def test_manifests_and_docs_hold_the_commands_this_file_checks():
     where = {w.split(" ")[0] for w, *_ in COMMANDS}
     assert {"cluster/rayjob.yaml", "cluster/cluster-launcher-aws.yaml", "cluster/runtime_env.yaml",
-            "docs/cluster.md"} <= where, where
+            "README.md"} <= where, where
     assert any("ray job submit" in line for _, line, _, _ in COMMANDS)
 
 
