@@ -42,8 +42,10 @@ def resolve_paths(job: TrainJobConfig) -> TrainJobConfig:
                      else os.path.expanduser("~/.cache/llm_ray/data"))
     data = dataclasses.replace(job.data, cache_dir=storage.to_local_or_url(
         job.data.cache_dir or default_cache))
+    # W&B writes local files: beside local results, else in each node's temp dir (None here, so
+    # no node-local path travels into the configs and results kept on remote storage).
     wandb = dataclasses.replace(job.wandb, dir=job.wandb.dir or (
-        storage.join(store, "wandb") if "://" not in store else os.path.abspath("runs/wandb")))
+        storage.join(store, "wandb") if "://" not in store else None))
     return dataclasses.replace(job, trainer=dataclasses.replace(t, storage_path=store),
                                data=data, wandb=wandb)
 

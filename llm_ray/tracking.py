@@ -96,6 +96,7 @@ def log_fit_run(wandb_cfg, *, sweep_name: str, sweep_dir: str, table, fit: dict,
 
     from llm_ray import storage
 
+    directory = directory or os.path.join(tempfile.gettempdir(), "llm-ray-wandb")
     os.makedirs(directory, exist_ok=True)
     run = wandb.init(mode=mode, project=wandb_cfg.project, entity=wandb_cfg.entity, group=sweep_name,
                      job_type="fit", name=f"{sweep_name}-fit", id=_run_id(sweep_name, "fit"), dir=directory,

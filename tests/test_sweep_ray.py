@@ -118,6 +118,7 @@ def test_diverged_run_stops_early_with_status_and_reason(ray_cluster, tmp_path):
     rec = run_training(compose_train(
         "model=tiny", *TEST_DATA, "trainer.num_workers=1", "trainer.lr=30", "trainer.warmup_steps=2",
         "trainer.tokens=409600", "trainer.global_batch_tokens=4096", "deepspeed.grad_clip=0",
-        "trainer.checkpoint_every=0", "wandb.mode=disabled", f"trainer.storage_path={tmp_path}"))
+        "trainer.checkpoint_every=0", "trainer.eval_tokens=8192", "wandb.mode=disabled",
+        f"trainer.storage_path={tmp_path}"))
     assert rec["status"] == "diverged" and rec["reason"]
     assert rec["steps"] < 100  # stopped, not trained to the end
