@@ -12,7 +12,6 @@ without a finished result, so a crashed driver or an added budget costs no retra
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -229,42 +228,20 @@ def _tune(pending, jobs, data, sweep, base, sweep_dir, cells_dir, n_total, n_don
                                   callbacks=[progress], verbose=0),
     )
     log(f"sweep: {len(pending)} trials, {concurrency} at a time")
-    _keep_credentials_out_of_ray()
-    with _cloud_secrets_kept_out_of_runtime_env():
-        tuner.fit()
+    _keep_cloud_secrets_out_of_trial_runtime_env()
+    tuner.fit()
 
 
-# Ray Tune copies these from the driver's environment into every trial's runtime_env, which Ray's
-# runtime-env agent writes to its log and the dashboard shows. The trials inherit credentials from
-# the nodes' environment (the local cluster's from this process, a cluster's from its pods), so the
-# driver hides them from Tune while it runs.
-TUNE_PROPAGATED_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-
-
-@contextlib.contextmanager
-def _cloud_secrets_kept_out_of_runtime_env():
-    saved = {k: os.environ.pop(k) for k in TUNE_PROPAGATED_SECRETS if k in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
-
-
-# Cloud credentials that Ray Tune would copy into every trial's runtime_env (below).
-CREDENTIAL_ENV_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN",
-                       "AWS_SESSION_TOKEN"}
-
-
-def _keep_credentials_out_of_ray() -> None:
-    """Ray Tune copies the driver's AWS credentials into each trial actor's runtime_env
-    (ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE); Ray's runtime-env agent then writes them
-    to runtime_env_agent.log and the dashboard shows them. Trials get credentials the way every
-    other Ray process does instead: from their node's environment, AWS config or role (a local
-    cluster's nodes inherit the driver's environment)."""
+def _keep_cloud_secrets_out_of_trial_runtime_env() -> None:
+    """Ray Tune copies AWS credentials from the driver's environment into every trial's runtime_env,
+    which Ray's runtime-env agent writes to its log and the dashboard shows. Trials inherit
+    credentials from their node's environment anyway (a local cluster's from this process, a
+    cluster's from its pods), so the secrets are taken off Tune's propagation list
+    (ray.tune.execution.class_cache, Ray 2.60)."""
     from ray.tune.execution import class_cache
 
-    if hasattr(class_cache, "ENV_VARS_TO_PROPAGATE"):
-        class_cache.ENV_VARS_TO_PROPAGATE = set(class_cache.ENV_VARS_TO_PROPAGATE) - CREDENTIAL_ENV_VARS
+    class_cache.ENV_VARS_TO_PROPAGATE -= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                          "AWS_SECURITY_TOKEN"}
 
 
 def _trial_name(trial) -> str:
