@@ -61,3 +61,17 @@ def grep_tree(root: str, needles) -> list[str]:
             if any(n.encode() in blob for n in needles):
                 hits.append(path)
     return hits
+
+
+def processes_using(marker: str) -> list:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and any(
+                    marker in a for a in (p.info["cmdline"] or [])):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found

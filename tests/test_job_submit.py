@@ -23,7 +23,7 @@ import uuid
 import pandas as pd
 import pytest
 
-from conftest import CONF, FAKE_SECRETS, grep_tree
+from conftest import processes_using, CONF, FAKE_SECRETS, grep_tree
 
 pytestmark = pytest.mark.ray
 ROOT = os.path.dirname(CONF)
@@ -44,20 +44,6 @@ def free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
-
-
-def processes_using(marker: str) -> list:
-    import psutil
-
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and any(
-                    marker in a for a in (p.info["cmdline"] or [])):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def end_head(proc: subprocess.Popen, temp_dir: str) -> None:

@@ -21,7 +21,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import FAKE_SECRETS, grep_tree
+from conftest import processes_using, FAKE_SECRETS, grep_tree
 
 BUCKET = "llm-ray-test"
 ACCESS_KEY_ID = "FAKEKEYID0LLMRAY0TEST"
@@ -122,20 +122,6 @@ def test_token_shards_cached_on_s3_are_read_through_a_node_local_copy(s3, tmp_pa
     again = load_tokens(data.train_path, data.dtype, local_cache=str(local))  # the copy, reused
     assert again.filename == tokens.filename
     assert prepare_data(cfg, f"s3://{BUCKET}/runs/data-cache", log=lambda *a: None) == data
-
-
-def processes_using(marker: str) -> list:
-    import psutil
-
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        try:
-            if p.info["status"] != psutil.STATUS_ZOMBIE and any(
-                    marker in a for a in (p.info["cmdline"] or [])):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
 
 
 def kill_tree(proc: subprocess.Popen, marker: str) -> None:
