@@ -2,15 +2,20 @@
 
     python bench/bench_train.py [--model m10] [--steps 16] [--threads N]
 
-Same model, data, batch, optimizer and threads on both sides, measured one after the other in one
-run. Prints the measured fp32 matmul peak, tokens/s and MFU of each path, and the ratio
-llm-ray / plain. Tokens/s counts optimizer-step time only on both sides (after 2 warm-up steps);
-the llm-ray run's start-up and end-to-end wall time are printed beside it.
+Same model, data, batch, optimizer and threads on both sides, in one run: plain, then llm-ray,
+then plain again (the machine's speed drifts by several per cent over minutes on a shared VM; the
+ratio is taken against the mean of the two plain runs, and both are printed). Prints the measured
+fp32 matmul peak, tokens/s and MFU of each path, and the ratio llm-ray / plain. Tokens/s counts
+optimizer-step time only on both sides (after 2 warm-up steps); the llm-ray run's start-up and
+end-to-end wall time are printed beside it, and so is the CPU that Ray's own resident processes
+(controller, raylet, GCS, helper actors) took from the machine during the training steps: on a
+2-core machine that share is what the train worker cannot have.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -64,6 +69,49 @@ def plain_pytorch(job, data, steps: int, threads: int) -> tuple[float, float]:
     return t.global_batch_tokens * len(measured) / sum(measured), sum(measured) / len(measured)
 
 
+class CpuSampler:
+    """Samples CPU seconds of every process every `period` s in a thread (psutil ships with Ray)."""
+
+    def __init__(self, period: float = 1.0):
+        import threading
+
+        self.period, self.samples, self._stop = period, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            snap = {}
+            for p in psutil.process_iter(["cmdline"]):
+                try:
+                    snap[p.pid] = (" ".join(p.info["cmdline"] or []), sum(p.cpu_times()[:2]))
+                except psutil.Error:
+                    pass
+            self.samples.append((time.time(), snap))
+            self._stop.wait(self.period)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def split(self, t0: float, t1: float) -> tuple[float, float, float]:
+        """(train-worker cores, other processes' cores, seconds) between the samples inside [t0, t1]."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return float("nan"), float("nan"), 0.0
+        (ta, a), (tb, b) = inside[0], inside[-1]
+        worker = other = 0.0
+        for pid, (name, cpu) in b.items():
+            used = cpu - a[pid][1] if pid in a else 0.0
+            if "RayTrainWorker" in name:
+                worker += used
+            else:
+                other += used
+        return worker / (tb - ta), other / (tb - ta), tb - ta
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="m10")
@@ -76,7 +124,7 @@ def main() -> None:
 
     from llm_ray import flops as ledger
     from llm_ray.hardware import measure_matmul_peak
-    from llm_ray.launch import RAY_ENV, prepare, resolve_paths, run_training
+    from llm_ray.launch import init_ray, prepare, resolve_paths, run_training
 
     storage = tempfile.mkdtemp(prefix="llm-ray-bench-")
     job = resolve_paths(compose(args.model, args.steps, args.threads, storage))
@@ -90,28 +138,38 @@ def main() -> None:
           f"{per_token / 1e6:.1f} MFLOP/token, batch 8192 tokens, {args.steps} steps, {args.threads} threads")
     print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
 
-    plain_tps, plain_step = plain_pytorch(job, data, args.steps, args.threads)
-    plain_mfu = ledger.mfu(plain_tps, per_token, peak)
-    print(f"plain PyTorch : {plain_tps:8.0f} tokens/s  MFU {plain_mfu:.3f}  ({plain_step:.2f} s/step)")
+    def plain(label: str) -> float:
+        tps, step_s = plain_pytorch(job, data, args.steps, args.threads)
+        print(f"plain PyTorch ({label}): {tps:8.0f} tokens/s  MFU {ledger.mfu(tps, per_token, peak):.3f}  "
+              f"({step_s:.2f} s/step)", flush=True)
+        return tps
 
-    for k, v in RAY_ENV.items():
-        os.environ.setdefault(k, v)
-    ray.init(num_cpus=args.threads + 1, include_dashboard=False, runtime_env={"env_vars": dict(RAY_ENV)},
-             log_to_driver=False)
+    before = plain("before")
+
+    # llm-ray's own local cluster start (init_ray: what `python -m llm_ray.train` does).
+    init_ray(job)
+    sampler = CpuSampler(period=3.0)
     t0 = time.time()
-    import dataclasses
-
     rec = run_training(dataclasses.replace(job, trainer=dataclasses.replace(job.trainer, peak_flops=peak)))
     wall = time.time() - t0
+    sampler.stop()
+    ray.shutdown()
     steps = [r for r in rec["history"] if r["step"] > 2 and "step_time_s" in r]
     ray_tps = job.trainer.global_batch_tokens * len(steps) / sum(r["step_time_s"] for r in steps)
     ray_mfu = ledger.mfu(ray_tps, per_token, peak)
     print(f"llm-ray (Ray Train + DeepSpeed ZeRO-0, 1 worker): {ray_tps:8.0f} tokens/s  MFU {ray_mfu:.3f}  "
-          f"(start-up {rec['startup_s']:.1f} s, end-to-end {wall:.1f} s for {args.steps} steps)")
-    print(f"ratio llm-ray / plain tokens/s: {ray_tps / plain_tps:.3f}")
+          f"(start-up {rec['startup_s']:.1f} s, end-to-end {wall:.1f} s for {args.steps} steps)", flush=True)
+    worker_cores, other_cores, span = sampler.split(rec["t_first_step"], rec["t_last_step"])
+    print(f"  during its {span:.0f} s of training steps: train worker {worker_cores:.2f} cores, "
+          f"all other processes (Ray's controller, raylet, GCS, helper actors, driver) "
+          f"{other_cores:.2f} cores, of {os.cpu_count()}")
+
+    after = plain("after")
+    plain_tps = (before + after) / 2
+    print(f"ratio llm-ray / plain tokens/s: {ray_tps / plain_tps:.3f}  (plain = mean of before/after; "
+          f"against before {ray_tps / before:.3f}, after {ray_tps / after:.3f})")
     print(f"final train loss: plain n/a, llm-ray {rec['final_train_loss']:.3f} "
           f"(finite: {math.isfinite(rec['final_train_loss'])})")
-    ray.shutdown()
 
 
 if __name__ == "__main__":
