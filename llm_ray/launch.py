@@ -95,8 +95,14 @@ def prepare(job: TrainJobConfig, log=print):
 
 
 def build_trainer(job: TrainJobConfig, data, *, run_dir: str, cell: Optional[dict] = None,
-                  callbacks: Optional[list] = None):
-    """A TorchTrainer for one run; checkpoints under `<storage_path>/<trainer.name>`."""
+                  callbacks: Optional[list] = None, in_process: bool = False):
+    """A TorchTrainer for one run; checkpoints under `<storage_path>/<trainer.name>`.
+
+    `in_process`: Ray Train's local mode (ScalingConfig(num_workers=0)): the train function runs in
+    the calling process, with no controller, placement group or worker actors. A sweep uses it for
+    its 1-worker CPU cells, where that start-up (~14 s of Ray processes and imports per trial on an
+    idle 2-core machine) would cost more than a small cell trains. Local mode keeps no checkpoints
+    and retries nothing: an interrupted cell trains again from its start."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -108,9 +114,9 @@ def build_trainer(job: TrainJobConfig, data, *, run_dir: str, cell: Optional[dic
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"job": dataclasses.asdict(job), "data": data.to_dict(),
-                           "run_dir": run_dir, "cell": cell or {}},
+                           "run_dir": run_dir, "cell": cell or {}, "in_process": in_process},
         torch_config=TorchConfig(backend="nccl" if r.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=r.use_gpu,
+        scaling_config=ScalingConfig(num_workers=0 if in_process else t.num_workers, use_gpu=r.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
             name=t.name, storage_path=storage_path, storage_filesystem=storage_filesystem,

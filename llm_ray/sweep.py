@@ -73,8 +73,14 @@ def run_cell(config: dict) -> None:
     config = config["cell_config"]
     job = job_from_dict(config["job"])
     run_dir = config["run_dir"]
+    in_process = config["in_process"]
+    if in_process:
+        # Ray Train's local mode makes (and at the end destroys) a one-rank process group from the
+        # variables torchrun would set.
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0",
+                          WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
     trainer = build_trainer(job, PreparedData.from_dict(config["data"]), run_dir=run_dir,
-                            cell=config["cell"], callbacks=[TuneReportCallback()])
+                            cell=config["cell"], callbacks=[TuneReportCallback()], in_process=in_process)
     try:
         trainer.fit()
     except Exception as err:  # noqa: BLE001 - any training failure is a result of the sweep
@@ -84,6 +90,23 @@ def run_cell(config: dict) -> None:
     # Trial-level timing, for the overhead benchmark (bench/bench_sweep.py).
     storage.write_json(storage.join(run_dir, "trial.json"),
                        {"t_trial_start": t_trial_start, "t_trial_end": time.time()})
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # several trial processes share the machine
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _trial_resources(config: dict) -> dict:
+    """An in-process cell's trial holds its worker's CPUs; otherwise the trial only drives its
+    TorchTrainer and the Train workers hold the real resources."""
+    cell_config = config["cell_config"]
+    if cell_config["in_process"]:
+        return {"CPU": cell_config["job"]["resources"]["cpus_per_worker"]}
+    return {"CPU": 0.01}
 
 
 def _say(message: str) -> None:
@@ -210,6 +233,9 @@ def _tune(pending, jobs, data, sweep, base, sweep_dir, cells_dir, n_total, n_don
         concurrency = max(1, int(cpus // need)) if base.resources.use_gpu else max(1, int((cpus - 1) // need))
     configs = [{"job": dataclasses.asdict(jobs[c][1]), "data": data.to_dict(),
                 "run_dir": storage.join(cells_dir, c),
+                # sweep.train_in_process: see SweepConfig. Sharded and GPU cells use Train workers.
+                "in_process": (sweep.train_in_process and jobs[c][0].num_workers == 1
+                               and not base.resources.use_gpu),
                 "cell": {"cell_id": c, "sweep": sweep.name, "name": jobs[c][0].name,
                          **dataclasses.asdict(jobs[c][0])}}
                for c in pending]
@@ -218,12 +244,12 @@ def _tune(pending, jobs, data, sweep, base, sweep_dir, cells_dir, n_total, n_don
     tune_path, tune_fs = storage.ray_storage(sweep_dir)
     progress = make_progress_callback({c["cell"]["cell_id"]: c["cell"] for c in configs}, n_total, n_done)
     tuner = tune.Tuner(
-        # The trial function only drives its TorchTrainer; its workers hold the real resources.
-        tune.with_resources(run_cell, {"CPU": 0.01}),
+        tune.with_resources(run_cell, _trial_resources),
         param_space={"cell_config": tune.grid_search(configs)},
-        # reuse_actors: a trial's driver process is kept for the next trial (no new Python + imports).
+        # A fresh process per trial: an in-process cell leaves DeepSpeed's module-level state (its
+        # cached process groups) behind, which the next cell's new process group would not match.
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, trial_name_creator=_trial_name,
-                                    trial_dirname_creator=_trial_name, reuse_actors=True),
+                                    trial_dirname_creator=_trial_name, reuse_actors=False),
         run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=tune_fs,
                                   callbacks=[progress], verbose=0),
     )

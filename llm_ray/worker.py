@@ -35,9 +35,15 @@ def train_loop_per_worker(config: dict) -> None:
     job = job_from_dict(config["job"])
     data = PreparedData.from_dict(config["data"])
     run_dir: str = config["run_dir"]
+    in_process = config.get("in_process", False)
     m, t, ds, res = job.model, job.trainer, job.deepspeed, job.resources
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if in_process:
+        # A sweep's in-process cell (Ray Train's local mode inside a Tune trial): Ray Train's
+        # worker APIs refuse to run in a Tune session, so this rank reports through Tune's.
+        rank, world, report = 0, 1, ray.tune.report
+    else:
+        ctx = ray.train.get_context()
+        rank, world, report = ctx.get_world_rank(), ctx.get_world_size(), ray.train.report
 
     if res.use_gpu:
         device = ray.train.torch.get_device()
@@ -64,7 +70,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     # Resume: weights, optimizer, LR schedule from DeepSpeed; step, history and RNG from us.
     start_step, history, resumed_from = 0, [], None
-    ckpt = ray.train.get_checkpoint()
+    ckpt = None if in_process else ray.train.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = ds_engine.load(engine, d)
@@ -166,7 +172,8 @@ def train_loop_per_worker(config: dict) -> None:
         is_last = done == steps or status != "ok"
         is_eval = done % t.eval_every == 0 or is_last
         is_log = done % t.log_every == 0 or is_eval
-        is_ckpt = (t.checkpoint_every and done % t.checkpoint_every == 0) or is_last
+        # In Ray Train's local mode (in-process sweep cells) nothing would persist a checkpoint.
+        is_ckpt = ((t.checkpoint_every and done % t.checkpoint_every == 0) or is_last) and not in_process
         row = {**base_row(done), "train_loss": train_loss, "lr": lr, "grad_norm": grad_norm,
                "step_time_s": step_time}
         if is_eval:
@@ -198,11 +205,11 @@ def train_loop_per_worker(config: dict) -> None:
                 ds_engine.save(engine, tmp, {"step": done, "history": history})
                 torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
                            os.path.join(tmp, f"rng_rank{rank}.pt"))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         elif is_eval:
-            ray.train.report(metrics)
+            report(metrics)
         if status != "ok":
             break
 
@@ -239,10 +246,11 @@ def _quiet_ray_train_reports() -> None:
     report; our own progress line says the same once. Keep its warnings."""
     import logging
 
-    from ray.train.v2._internal.execution import context, storage as ray_storage
+    from ray.train.v2._internal.execution import context, storage as ray_storage, train_fn_utils
 
-    for module in (context, ray_storage):
-        logging.getLogger(module.__file__).setLevel(logging.WARNING)
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)  # Ray names this one by file
+    for module in (ray_storage, train_fn_utils):  # train_fn_utils: local mode's "Reported metrics"
+        logging.getLogger(module.__name__).setLevel(logging.WARNING)
 
 
 def train_time_since(history: list[dict], start_step: int) -> float:
