@@ -89,7 +89,7 @@ def run_cell(config: dict) -> None:
             "cell": config["cell"], "history": []})
     # Trial-level timing, for the overhead benchmark (bench/bench_sweep.py).
     storage.write_json(storage.join(run_dir, "trial.json"),
-                       {"t_trial_start": t_trial_start, "t_trial_end": time.time()})
+                       {"t_trial_start": t_trial_start, "t_trial_end": time.time(), "pid": os.getpid()})
 
 
 def _free_port() -> int:

@@ -230,6 +230,7 @@ def train_loop_per_worker(config: dict) -> None:
             "train_time_s": train_time,
             "tokens_per_s": (tokens - start_step * tokens_per_step) / max(1e-9, train_time_since(history, start_step)),
             "peak_flops_per_worker": peak, "world_size": world, "resumed_from_step": resumed_from,
+            "pid": os.getpid(),
             "local_param_fraction": local_numel / n_params,
             "cell": config.get("cell", {}),
             "model": config["job"]["model"], "deepspeed": config["job"]["deepspeed"],

@@ -48,6 +48,13 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(ray_cluster, tmp_path):
     assert ((final["flops"] - final["budget"]).abs() / final["budget"] < 0.1).all()
     # One row per evaluation point: intermediate points are there too, on the same cell.
     assert len(df) > len(final)
+    # 1-worker CPU cells trained in their Tune trial's own process (Ray Train's local mode), so
+    # they left no Ray Train checkpoint behind.
+    for cell_id in df["cell_id"].unique():
+        cell_dir = os.path.join(sweep_dir, "cells", cell_id)
+        result = json.load(open(os.path.join(cell_dir, "result.json")))
+        assert result["pid"] == json.load(open(os.path.join(cell_dir, "trial.json")))["pid"]
+        assert not glob.glob(os.path.join(cell_dir, "checkpoint_*"))
     fit = json.load(open(os.path.join(sweep_dir, "fit.json")))
     assert fit["approach3"]["status"] == "ok" and fit["approach3"]["E"] > 0
     assert fit["predictions"] and fit["predictions"][0]["flops"] == 1e12
