@@ -117,7 +117,7 @@ def build_engine(model, ds: DeepSpeedConfig, trainer: TrainerConfig, mcfg: Model
 
 def init_distributed(use_gpu: bool) -> None:
     """Ray Train already created the torch process group (gloo on CPU, NCCL on GPU; in local mode
-    from the torchrun variables the sweep sets); DeepSpeed adopts it instead of creating its own."""
+    from the torchrun variables build_trainer sets); DeepSpeed adopts it instead of creating its own."""
     if not use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     with same_ops_build():

@@ -102,9 +102,15 @@ def build_trainer(job: TrainJobConfig, data, *, run_dir: str, cell: Optional[dic
     the calling process, with no controller, placement group or worker actors. A sweep uses it for
     its 1-worker CPU cells, where that start-up (~14 s of Ray processes and imports per trial on an
     idle 2-core machine) would cost more than a small cell trains. Local mode keeps no checkpoints
-    and retries nothing: an interrupted cell trains again from its start."""
+    and retries nothing: an interrupted cell trains again from its start. Its one-rank process
+    group is made (and at the end destroyed) by Ray from the variables torchrun would set, which
+    are set here in the calling process."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    if in_process:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0",
+                          WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
 
     from llm_ray.worker import train_loop_per_worker
 
@@ -124,6 +130,14 @@ def build_trainer(job: TrainJobConfig, data, *, run_dir: str, cell: Optional[dic
             failure_config=FailureConfig(max_failures=t.max_failures),
             callbacks=callbacks or []),
     )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # several in-process cells share the machine
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_training(job: TrainJobConfig, log=print) -> dict:

@@ -73,14 +73,9 @@ def run_cell(config: dict) -> None:
     config = config["cell_config"]
     job = job_from_dict(config["job"])
     run_dir = config["run_dir"]
-    in_process = config["in_process"]
-    if in_process:
-        # Ray Train's local mode makes (and at the end destroys) a one-rank process group from the
-        # variables torchrun would set.
-        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0",
-                          WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
     trainer = build_trainer(job, PreparedData.from_dict(config["data"]), run_dir=run_dir,
-                            cell=config["cell"], callbacks=[TuneReportCallback()], in_process=in_process)
+                            cell=config["cell"], callbacks=[TuneReportCallback()],
+                            in_process=config["in_process"])
     try:
         trainer.fit()
     except Exception as err:  # noqa: BLE001 - any training failure is a result of the sweep
@@ -90,14 +85,6 @@ def run_cell(config: dict) -> None:
     # Trial-level timing, for the overhead benchmark (bench/bench_sweep.py).
     storage.write_json(storage.join(run_dir, "trial.json"),
                        {"t_trial_start": t_trial_start, "t_trial_end": time.time(), "pid": os.getpid()})
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:  # several trial processes share the machine
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _trial_resources(config: dict) -> dict:

@@ -30,13 +30,24 @@ def resolve_mode(mode: str) -> str:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
+def local_dir(directory: Optional[str]) -> str:
+    """Where W&B writes its local files: `wandb.dir`, else this node's temp dir (the default when
+    results live on remote storage, so no node-local path travels into them)."""
+    import tempfile
+
+    directory = directory or os.path.join(tempfile.gettempdir(), "llm-ray-wandb")
+    os.makedirs(directory, exist_ok=True)
+    return directory
+
+
 class RunLogger:
     """A W&B run on world rank 0; a no-op elsewhere and when mode is disabled. `name` is what a
     person reads (`C3e13-N1.2M`); `key` (the run's content-keyed id) makes its W&B id, so a resumed
     run continues its W&B run and two configs never share one."""
 
     def __init__(self, *, enabled: bool, mode: str, project: str, entity: Optional[str],
-                 group: Optional[str], name: str, key: str, job_type: str, directory: str, config: dict,
+                 group: Optional[str], name: str, key: str, job_type: str, directory: Optional[str],
+                 config: dict,
                  step_metrics: tuple[str, ...] = ("tokens", "flops")):
         self.run = None
         mode = resolve_mode(mode)
@@ -44,7 +55,7 @@ class RunLogger:
             return
         import wandb
 
-        os.makedirs(directory, exist_ok=True)
+        directory = local_dir(directory)
         self.run = wandb.init(
             mode=mode, project=project, entity=entity, group=group, name=name, id=_run_id(group, key),
             job_type=job_type, dir=directory, config=scrub(config), resume="allow",
@@ -84,7 +95,8 @@ def _run_id(group: Optional[str], name: str) -> str:
     return hashlib.sha1(f"{group}/{name}".encode()).hexdigest()[:16]
 
 
-def log_fit_run(wandb_cfg, *, sweep_name: str, sweep_dir: str, table, fit: dict, directory: str) -> None:
+def log_fit_run(wandb_cfg, *, sweep_name: str, sweep_dir: str, table, fit: dict,
+                directory: Optional[str]) -> None:
     """One `fit` run per sweep: the results table, the fitted law with intervals, the predictions,
     the plots as images, and native W&B charts (IsoFLOP curves, frontier) built from the tables."""
     mode = resolve_mode(wandb_cfg.mode)
@@ -96,8 +108,7 @@ def log_fit_run(wandb_cfg, *, sweep_name: str, sweep_dir: str, table, fit: dict,
 
     from llm_ray import storage
 
-    directory = directory or os.path.join(tempfile.gettempdir(), "llm-ray-wandb")
-    os.makedirs(directory, exist_ok=True)
+    directory = local_dir(directory)
     run = wandb.init(mode=mode, project=wandb_cfg.project, entity=wandb_cfg.entity, group=sweep_name,
                      job_type="fit", name=f"{sweep_name}-fit", id=_run_id(sweep_name, "fit"), dir=directory,
                      config=scrub({"sweep": sweep_name, "fit": fit.get("config", {})}), resume="allow",

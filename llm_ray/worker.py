@@ -114,7 +114,7 @@ def train_loop_per_worker(config: dict) -> None:
         enabled=rank == 0, mode=job.wandb.mode, project=job.wandb.project, entity=job.wandb.entity,
         group=job.wandb.group, name=config.get("cell", {}).get("name", t.name), key=t.name,
         job_type="trial" if job.wandb.group else "train",
-        directory=job.wandb.dir or os.path.join(tempfile.gettempdir(), "llm-ray-wandb"),
+        directory=job.wandb.dir,
         config={**config["job"], "cell": config.get("cell", {}),
                 "params": counts.total, "params_non_embedding": counts.non_embedding})
 
