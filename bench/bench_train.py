@@ -22,11 +22,10 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 
 def compose(model: str, steps: int, threads: int, storage: str):
-    from conftest import compose_train
+    from llm_ray.cli import compose_train
 
     tokens = 8192 * steps
     return compose_train(
@@ -41,10 +40,10 @@ def plain_pytorch(job, data, steps: int, threads: int) -> tuple[float, float]:
     """nanoGPT-style loop: (tokens/s over steps 3..N, seconds per step)."""
     import torch
 
-    from llm_ray.config import batch_geometry
+    from llm_ray.core.config import batch_geometry
     from llm_ray.data import load_tokens, sample_batch
-    from llm_ray.engine import param_groups
-    from llm_ray.model import Transformer
+    from llm_ray.training.engine import param_groups
+    from llm_ray.training.model import Transformer
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -122,9 +121,9 @@ def main() -> None:
     import ray
     import torch
 
-    from llm_ray import flops as ledger
-    from llm_ray.hardware import measure_matmul_peak
-    from llm_ray.launch import init_ray, prepare, resolve_paths, run_training
+    from llm_ray.core import flops as ledger
+    from llm_ray.training.hardware import measure_matmul_peak
+    from llm_ray.training.launch import init_ray, prepare, resolve_paths, run_training
 
     storage = tempfile.mkdtemp(prefix="llm-ray-bench-")
     job = resolve_paths(compose(args.model, args.steps, args.threads, storage))
@@ -154,12 +153,12 @@ def main() -> None:
     wall = time.time() - t0
     sampler.stop()
     ray.shutdown()
-    steps = [r for r in rec["history"] if r["step"] > 2 and "step_time_s" in r]
+    steps = [r for r in rec.history if r["step"] > 2 and "step_time_s" in r]
     ray_tps = job.trainer.global_batch_tokens * len(steps) / sum(r["step_time_s"] for r in steps)
     ray_mfu = ledger.mfu(ray_tps, per_token, peak)
     print(f"llm-ray (Ray Train + DeepSpeed ZeRO-0, 1 worker): {ray_tps:8.0f} tokens/s  MFU {ray_mfu:.3f}  "
-          f"(start-up {rec['startup_s']:.1f} s, end-to-end {wall:.1f} s for {args.steps} steps)", flush=True)
-    worker_cores, other_cores, span = sampler.split(rec["t_first_step"], rec["t_last_step"])
+          f"(start-up {rec.startup_s:.1f} s, end-to-end {wall:.1f} s for {args.steps} steps)", flush=True)
+    worker_cores, other_cores, span = sampler.split(rec.t_first_step, rec.t_last_step)
     print(f"  during its {span:.0f} s of training steps: train worker {worker_cores:.2f} cores, "
           f"all other processes (Ray's controller, raylet, GCS, helper actors, driver) "
           f"{other_cores:.2f} cores, of {os.cpu_count()}")
@@ -168,8 +167,8 @@ def main() -> None:
     plain_tps = (before + after) / 2
     print(f"ratio llm-ray / plain tokens/s: {ray_tps / plain_tps:.3f}  (plain = mean of before/after; "
           f"against before {ray_tps / before:.3f}, after {ray_tps / after:.3f})")
-    print(f"final train loss: plain n/a, llm-ray {rec['final_train_loss']:.3f} "
-          f"(finite: {math.isfinite(rec['final_train_loss'])})")
+    print(f"final train loss: plain n/a, llm-ray {rec.final_train_loss:.3f} "
+          f"(finite: {math.isfinite(rec.final_train_loss)})")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 `make setup` runs this. DeepSpeed JIT-compiles its CPU ops on first use (shm communication for
 init_distributed on CPU: ~60-80 s; DeepSpeedCPUAdam for optimizer offload: ~100-130 s). Loading them
 here puts the shared objects into this environment's own cache (<venv>/torch_extensions, see
-llm_ray.engine.use_venv_ops_cache); every later process, Ray workers included, loads them in seconds. On a CUDA machine DeepSpeed uses NCCL and
+llm_ray.training.engine.use_venv_ops_cache); every later process, Ray workers included, loads them in seconds. On a CUDA machine DeepSpeed uses NCCL and
 its CUDA ops instead, so there is nothing to pre-build.
 """
 
@@ -20,7 +20,7 @@ def main() -> None:
         print("prebuild: CUDA present, DeepSpeed's CPU ops are not needed; nothing to build.")
         return
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    from llm_ray.engine import same_ops_build, use_venv_ops_cache
+    from llm_ray.training.engine import same_ops_build, use_venv_ops_cache
 
     print(f"prebuild: ops cache {use_venv_ops_cache()}")
     from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, ShareMemCommBuilder

@@ -2,8 +2,8 @@
 
     python -m llm_ray.train model=tiny deepspeed=zero3 trainer.num_workers=2 trainer.tokens=2e6
 
-The config is validated before Ray starts; the run's result record (result.json) and per-step
-metrics (metrics.json) land in `<trainer.storage_path>/<trainer.name>/` beside Ray's checkpoints.
+The config is validated before Ray starts; the run's record (result.json) and per-step metrics
+(metrics.json) land in `<trainer.storage_path>/<trainer.name>/` beside Ray's checkpoints.
 """
 
 from __future__ import annotations
@@ -11,29 +11,29 @@ from __future__ import annotations
 import json
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from llm_ray.config import job_from_dict, register_configs
-
-register_configs()
-
-
-def job_from_hydra(cfg: DictConfig):
-    """Typed job config from a composed Hydra config (plain dicts; resolved interpolations)."""
-    d = OmegaConf.to_container(cfg, resolve=True)
-    return job_from_dict({k: d[k] for k in ("model", "data", "deepspeed", "trainer", "resources", "wandb")})
+from llm_ray.cli import job_from_hydra, register_configs, run_command
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from llm_ray.launch import run_training
+    run_command("train", lambda: train(cfg))
 
-    record = run_training(job_from_hydra(cfg))
-    summary = {k: record[k] for k in ("status", "params", "tokens", "flops_exact", "final_train_loss",
-                                      "final_val_loss", "tokens_per_s", "mfu", "wall_s")}
+
+def train(cfg: DictConfig) -> None:
+    from llm_ray.io import storage
+    from llm_ray.training.launch import run_training
+
+    job = job_from_hydra(cfg)
+    record = run_training(job)
+    summary = {k: getattr(record, k) for k in ("status", "params", "tokens", "flops_exact", "final_train_loss",
+                                                "final_val_loss", "tokens_per_s", "mfu", "wall_s")}
     print(json.dumps(summary, indent=2))
-    print(f"results: {record['run_dir']}/result.json (checkpoints beside it)")
+    run_dir = storage.join(job.trainer.storage_path or storage.to_local_or_url("runs"), job.trainer.name)
+    print(f"results: {run_dir}/result.json (checkpoints beside it)")
 
 
 if __name__ == "__main__":
+    register_configs()
     main()

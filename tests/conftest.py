@@ -24,7 +24,7 @@ TEST_DATA = ["data.max_bytes=2000000", "data.vocab_size=1024"]
 def ray_cluster():
     import ray
 
-    from llm_ray.launch import RAY_ENV
+    from llm_ray.training.launch import RAY_ENV
 
     os.environ.update(FAKE_SECRETS)
     os.environ["WANDB_MODE"] = "offline"  # never reach the network with the fake key
@@ -39,12 +39,9 @@ def ray_cluster():
 
 def compose_train(*overrides: str):
     """The typed job config that `python -m llm_ray.train <overrides>` would run."""
-    from hydra import compose, initialize_config_dir
+    from llm_ray.cli import compose_train as compose
 
-    from llm_ray.train import job_from_hydra
-
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return job_from_hydra(compose("train", overrides=list(overrides)))
+    return compose(*overrides)
 
 
 def grep_tree(root: str, needles) -> list[str]:

@@ -97,19 +97,15 @@ COMMANDS = commands()
 
 
 def compose(module: str, overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from llm_ray.cli import compose as compose_config
 
-    import llm_ray.sweep  # noqa: F401 - registers the sweep and fit schemas
-
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return hydra_compose("sweep" if module == "llm_ray.sweep" else "train", overrides=overrides)
+    return compose_config("sweep" if module == "llm_ray.sweep" else "train", overrides)
 
 
 def assert_mergeable_with_init_ray(job_env: dict) -> None:
-    """Inside a job, Ray merges the driver's ray.init(runtime_env=...) (llm_ray.launch.init_ray:
+    """Inside a job, Ray merges the driver's ray.init(runtime_env=...) (llm_ray.training.launch.init_ray:
     RAY_ENV's env_vars) into the job's runtime_env and refuses a key set by both."""
-    from llm_ray.launch import RAY_ENV
+    from llm_ray.training.launch import RAY_ENV
 
     clash = set(job_env.get("env_vars", {})) & set(RAY_ENV)
     assert not clash, f"{sorted(clash)}: set these in the pods' environment, not the job's runtime_env"
@@ -129,8 +125,8 @@ def test_every_command_composes_validates_and_plans(where, line, module, overrid
     config validates, and a sweep's plan has cells (dry run: nothing is trained or written)."""
     from omegaconf import OmegaConf
 
-    from llm_ray.config import validate_train_job
-    from llm_ray.train import job_from_hydra
+    from llm_ray.core.config import validate_train_job
+    from llm_ray.cli import job_from_hydra
 
     cfg = compose(module, overrides)
     job = job_from_hydra(cfg)

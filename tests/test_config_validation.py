@@ -38,7 +38,7 @@ SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import ray
     from conftest import compose_train
-    from llm_ray.launch import run_training
+    from llm_ray.training.launch import run_training
     out = []
     for overrides in json.loads(sys.argv[1]):
         try:
@@ -70,7 +70,7 @@ def test_bad_config_is_rejected_before_ray_starts_with_field_and_fix(outcomes, i
 
 
 def test_unknown_key_in_a_plain_dict_config_names_it():
-    from llm_ray.config import job_from_dict
+    from llm_ray.cli import job_from_dict
 
     with pytest.raises(ValueError, match="n_layers"):
         job_from_dict({"model": {"n_layers": 3}})

@@ -14,9 +14,10 @@ import fsspec
 import numpy as np
 import pytest
 
-from llm_ray.config import DataConfig
-from llm_ray.data import (EOT, PreparedData, _split, check_fits, load_tokenizer, load_tokens,
-                          prepare_data, sample_batch, stdlib_text_files, val_windows)
+from llm_ray.core.config import DataConfig
+from llm_ray.data import (EOT, PreparedData, check_fits, load_tokenizer, load_tokens, prepare_data,
+                          sample_batch, stdlib_text_files, val_windows)
+from llm_ray.data.prepare import _split
 
 WORDS = ("alpha beta gamma delta epsilon scaling law tokens compute optimal model data loss "
          "train validation batch window shard cache ray worker deepspeed zero stage").split()

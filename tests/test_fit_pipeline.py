@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm_ray.fitting import FitConfig, run_fit
+from llm_ray.fitting import FitConfig
+from llm_ray.reporting.fit import run_fit
 
 LAW = dict(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.30)
 A_TRUE = LAW["beta"] / (LAW["alpha"] + LAW["beta"])

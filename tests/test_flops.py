@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from llm_ray import flops
+from llm_ray.core import flops
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

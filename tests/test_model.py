@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from llm_ray import flops
-from llm_ray.config import ModelConfig
-from llm_ray.model import Transformer
+from llm_ray.core import flops
+from llm_ray.core.config import ModelConfig
+from llm_ray.training.model import Transformer
 
 
 @pytest.mark.parametrize("tie,bias,d_ff", [(True, True, None), (False, True, None), (True, False, 96), (False, False, 200)])

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from llm_ray import flops as ledger
-from llm_ray.plan import (SweepConfig, cell_key, format_plan, hyper_parameters, plan_cells,
-                          shape_for_params)
+from llm_ray.core import flops as ledger
+from llm_ray.core.plan import SweepConfig, cell_key, format_plan, plan_cells
+from llm_ray.core.recipes import hyper_parameters, shape_for_params
 
 GRID = dict(seq_len=128, vocab_size=512, tie_embeddings=True, lr=3e-3, global_batch_tokens=2048,
             micro_batch_tokens=2048, warmup_steps=10, num_workers=2)

@@ -90,7 +90,7 @@ def test_ray_storage_filesystem_writes_multipart_where_s3fs_reads(s3, tmp_path):
     12 MB stream goes up in parts; no credential is pickled with the filesystem."""
     import pickle
 
-    from llm_ray import storage
+    from llm_ray.io import storage
 
     path, fs = storage.ray_storage(f"s3://{BUCKET}/probe/")
     assert path == f"{BUCKET}/probe" and fs is not None
@@ -110,7 +110,7 @@ def test_ray_storage_filesystem_writes_multipart_where_s3fs_reads(s3, tmp_path):
 
 
 def test_token_shards_cached_on_s3_are_read_through_a_node_local_copy(s3, tmp_path):
-    from llm_ray.config import DataConfig
+    from llm_ray.core.config import DataConfig
     from llm_ray.data import load_tokens, prepare_data
 
     cfg = DataConfig(max_bytes=300_000, vocab_size=300)

@@ -23,15 +23,9 @@ SMOKE = ["sweep=smoke", "fit.n_bootstrap=20", "trainer.eval_every=40", "trainer.
 
 
 def compose_sweep(*overrides):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from llm_ray.cli import compose_sweep as compose
 
-    import llm_ray.sweep  # noqa: F401 - registers the sweep schema
-    from llm_ray.train import job_from_hydra
-
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("sweep", overrides=list(overrides))
-    return job_from_hydra(cfg), OmegaConf.to_object(cfg.sweep), OmegaConf.to_object(cfg.fit)
+    return compose(*overrides)
 
 
 def test_smoke_sweep_trains_every_cell_fits_and_reports(ray_cluster, tmp_path):
@@ -120,12 +114,12 @@ def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tm
 
 def test_diverged_run_stops_early_with_status_and_reason(ray_cluster, tmp_path):
     from conftest import TEST_DATA, compose_train
-    from llm_ray.launch import run_training
+    from llm_ray.training.launch import run_training
 
     rec = run_training(compose_train(
         "model=tiny", *TEST_DATA, "trainer.num_workers=1", "trainer.lr=30", "trainer.warmup_steps=2",
         "trainer.tokens=409600", "trainer.global_batch_tokens=4096", "deepspeed.grad_clip=0",
         "trainer.checkpoint_every=0", "trainer.eval_tokens=8192", "wandb.mode=disabled",
         f"trainer.storage_path={tmp_path}"))
-    assert rec["status"] == "diverged" and rec["reason"]
-    assert rec["steps"] < 100  # stopped, not trained to the end
+    assert rec.status == "diverged" and rec.reason
+    assert rec.steps < 100  # stopped, not trained to the end

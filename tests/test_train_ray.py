@@ -19,7 +19,7 @@ SMALL_RUN = ["model=tiny", *TEST_DATA, "trainer.num_workers=2", "trainer.global_
 
 
 def train(tmp_path, name, *overrides):
-    from llm_ray.launch import run_training
+    from llm_ray.training.launch import run_training
 
     job = compose_train(*SMALL_RUN, f"trainer.storage_path={tmp_path}", f"trainer.name={name}",
                         *overrides)
@@ -42,16 +42,16 @@ def zero_runs(ray_cluster, tmp_path_factory):
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])
 def test_each_zero_stage_trains_two_workers_and_val_loss_falls(zero_runs, stage):
     _, rec = zero_runs[stage]
-    assert rec["status"] == "ok" and rec["world_size"] == 2 and rec["steps"] == 40
-    evals = [r["val_loss"] for r in rec["history"] if "val_loss" in r]
+    assert rec.status == "ok" and rec.world_size == 2 and rec.steps == 40
+    evals = [r["val_loss"] for r in rec.history if "val_loss" in r]
     assert evals[0] > 6.5  # ~ln(1024) = 6.93 at initialisation
     assert evals[-1] < evals[0] - 0.8, evals  # > 0.8 nats learned in 40 steps
 
 
 def test_zero3_shards_parameters_across_ranks(zero_runs):
     # ZeRO-3 partitions every parameter: each of the 2 ranks holds about half of them.
-    assert zero_runs[3][1]["local_param_fraction"] == pytest.approx(0.5, abs=0.02)
-    assert zero_runs[2][1]["local_param_fraction"] == 1.0
+    assert zero_runs[3][1].local_param_fraction == pytest.approx(0.5, abs=0.02)
+    assert zero_runs[2][1].local_param_fraction == 1.0
 
 
 def test_worker_crash_resumes_from_checkpoint_with_identical_losses(ray_cluster, tmp_path):
@@ -59,16 +59,16 @@ def test_worker_crash_resumes_from_checkpoint_with_identical_losses(ray_cluster,
               "trainer.checkpoint_every=6", "wandb.mode=disabled"]
     clean = train(tmp_path, "clean", *common)
     crashed = train(tmp_path, "crashed", *common, "trainer.fail_at_step=15", "trainer.max_failures=1")
-    assert crashed["status"] == "ok" and crashed["resumed_from_step"] in (6, 12)
-    resumed = crashed["resumed_from_step"]
-    a = {r["step"]: r for r in clean["history"]}
-    b = {r["step"]: r for r in crashed["history"]}
+    assert crashed.status == "ok" and crashed.resumed_from_step in (6, 12)
+    resumed = crashed.resumed_from_step
+    a = {r["step"]: r for r in clean.history}
+    b = {r["step"]: r for r in crashed.history}
     assert sorted(a) == sorted(b)  # the resumed history holds every step exactly once
     after = [s for s in a if s > resumed]
     assert len(after) >= 10
     for s in after:
         assert b[s]["train_loss"] == pytest.approx(a[s]["train_loss"], abs=1e-6), s
-    assert crashed["final_val_loss"] == pytest.approx(clean["final_val_loss"], abs=1e-6)
+    assert crashed.final_val_loss == pytest.approx(clean.final_val_loss, abs=1e-6)
 
 
 def test_wandb_offline_logs_one_run_from_rank_zero_without_secrets(zero_runs):
@@ -77,7 +77,7 @@ def test_wandb_offline_logs_one_run_from_rank_zero_without_secrets(zero_runs):
     assert len(runs) == 1, runs  # rank 0 only, although both ranks ran the same code
     logged = summarize(glob.glob(os.path.join(runs[0], "*.wandb"))[0])
     assert logged["run"]["name"] == "zero1" and logged["run"]["job_type"] == "train"
-    assert logged["config"]["deepspeed"]["zero_stage"] == 1 and logged["config"]["params"] == rec["params"]
+    assert logged["config"]["deepspeed"]["zero_stage"] == 1 and logged["config"]["params"] == rec.params
     steps = [h["step"] for h in logged["history"]]
     assert steps == sorted(steps) and steps[-1] == 40
     assert grep_tree(str(tmp), FAKE_SECRETS.values()) == []

@@ -9,8 +9,8 @@ a docstring; `__post_init__` rejects bad values with a `ValueError` that names t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-from typing import List
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, List
 
 # Epoch AI's initialisation grid for approach 3 (Besiroglu et al. 2024, "Chinchilla Scaling: A
 # replication attempt"): 5 x 5 x 5 x 6 x 6 = 4,500 starts.
@@ -73,9 +73,11 @@ class FitConfig:
     """Status values that are fitted; any other status excludes the row (and it is counted)."""
     drop_top_loss: int = 0
     """Exclude the k highest-loss runs before fitting (Epoch's outlier rule on Chinchilla: k = 5)."""
-    flops_per_param_token: float = 6.0
+    flops_per_param_token: Any = 6.0
     """k in C = k * N * D (Kaplan et al. 2020; Hoffmann et al. 2022 eq. 4 use 6), for deriving a
-    missing tokens/flops column and for approach 3's closed-form N_opt(C), D_opt(C)."""
+    missing tokens/flops column and for approach 3's closed-form N_opt(C), D_opt(C). `auto`: the
+    median C / (N D) of the fitted points, i.e. the table's own FLOP ledger (llm-ray's sweeps use
+    it: their exact ledger counts the LM head, so C / (N D) is not 6 for small models)."""
 
     envelope_bin_dex: float = 0.05
     """Approach 1: width in log10 C of the compute bins in which the lowest loss is taken."""
@@ -130,8 +132,8 @@ class FitConfig:
                'use "auto", "csv" or "parquet"')
         _check(len(self.ok_status) > 0, "ok_status", self.ok_status, 'list at least one status, e.g. ["ok"]')
         _check(self.drop_top_loss >= 0, "drop_top_loss", self.drop_top_loss, "use 0 or a positive count")
-        _check(_pos(self.flops_per_param_token), "flops_per_param_token", self.flops_per_param_token,
-               "use a positive factor such as 6.0")
+        _check(self.flops_per_param_token == "auto" or _pos(self.flops_per_param_token), "flops_per_param_token",
+               self.flops_per_param_token, "use a positive factor such as 6.0, or auto")
         for name in ("envelope_bin_dex", "flops_group_dex", "huber_delta", "converged_gtol"):
             _check(_pos(getattr(self, name)), name, getattr(self, name), "use a positive number")
         _check(self.isoflop_min_sizes >= 3, "isoflop_min_sizes", self.isoflop_min_sizes,
@@ -148,6 +150,12 @@ class FitConfig:
                "give positive FLOP budgets, e.g. [1e21, 1e22]")
         _check(all(len(p) == 2 and _pos(p[0]) and _pos(p[1]) for p in self.predict_points),
                "predict_points", self.predict_points, "give [N, D] pairs of positive numbers")
+
+    def with_flops_per_param_token(self, median_ratio: float) -> "FitConfig":
+        """This config with `auto` replaced by the table's median C / (N D) (a number stays)."""
+        if self.flops_per_param_token != "auto":
+            return self
+        return replace(self, flops_per_param_token=float(median_ratio))
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict (recorded in fit.json so a fit can be reproduced)."""

@@ -77,29 +77,7 @@ def batched_lbfgs(
             d[bad] = -gi[bad] * gamma[idx][bad, None]
             slope[bad] = np.einsum("ij,ij->i", gi[bad], d[bad])
             rho[idx[bad]] = 0.0
-        t = np.ones(idx.size)
-        x_new = np.empty_like(xi)
-        f_new = np.full(idx.size, np.inf)
-        g_new = np.empty_like(gi)
-        pending = np.arange(idx.size)
-        for _ in range(max_backtrack):
-            xp = xi[pending] + t[pending, None] * d[pending]
-            fp, gp = fun(xp, idx[pending])
-            ok = np.isfinite(fp) & (fp <= fi[pending] + c1 * t[pending] * slope[pending])
-            acc = pending[ok]
-            x_new[acc], f_new[acc], g_new[acc] = xp[ok], fp[ok], gp[ok]
-            # next trial: minimiser of the quadratic through f(0), f'(0), f(t), kept in [0.1 t, 0.5 t]
-            fail, tf = ~ok, t[pending[~ok]]
-            curv = fp[fail] - fi[pending[fail]] - slope[pending[fail]] * tf
-            with np.errstate(all="ignore"):
-                t_quad = -slope[pending[fail]] * tf**2 / (2 * curv)
-            t_quad = np.where(np.isfinite(t_quad), t_quad, 0.1 * tf)
-            pending = pending[fail]
-            if pending.size == 0:
-                break
-            t[pending] = np.clip(t_quad, 0.1 * tf, 0.5 * tf)
-        stuck = np.zeros(idx.size, dtype=bool)
-        stuck[pending] = True
+        x_new, f_new, g_new, stuck = _backtrack(fun, idx, xi, fi, gi, d, slope, c1, max_backtrack)
         moved = ~stuck
         slot = it % memory
         s_vec = x_new[moved] - xi[moved]
@@ -122,6 +100,35 @@ def batched_lbfgs(
         converged[idx[stuck]] = True
         active[idx] = ~converged[idx]
     return BatchResult(x=x, f=f, grad=g, n_iter=n_iter, converged=converged)
+
+
+def _backtrack(fun, idx, xi, fi, gi, d, slope, c1: float, max_backtrack: int):
+    """Armijo backtracking for every active row at once: (x, f, g) at the accepted step, and which
+    rows found no decrease (`stuck`; their x, f, g are left unset)."""
+    t = np.ones(idx.size)
+    x_new = np.empty_like(xi)
+    f_new = np.full(idx.size, np.inf)
+    g_new = np.empty_like(gi)
+    pending = np.arange(idx.size)
+    for _ in range(max_backtrack):
+        xp = xi[pending] + t[pending, None] * d[pending]
+        fp, gp = fun(xp, idx[pending])
+        ok = np.isfinite(fp) & (fp <= fi[pending] + c1 * t[pending] * slope[pending])
+        acc = pending[ok]
+        x_new[acc], f_new[acc], g_new[acc] = xp[ok], fp[ok], gp[ok]
+        # next trial: minimiser of the quadratic through f(0), f'(0), f(t), kept in [0.1 t, 0.5 t]
+        fail, tf = ~ok, t[pending[~ok]]
+        curv = fp[fail] - fi[pending[fail]] - slope[pending[fail]] * tf
+        with np.errstate(all="ignore"):
+            t_quad = -slope[pending[fail]] * tf**2 / (2 * curv)
+        t_quad = np.where(np.isfinite(t_quad), t_quad, 0.1 * tf)
+        pending = pending[fail]
+        if pending.size == 0:
+            break
+        t[pending] = np.clip(t_quad, 0.1 * tf, 0.5 * tf)
+    stuck = np.zeros(idx.size, dtype=bool)
+    stuck[pending] = True
+    return x_new, f_new, g_new, stuck
 
 
 def _two_loop(g, s_hist, y_hist, rho, gamma, it, memory):

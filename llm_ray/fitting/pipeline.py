@@ -1,4 +1,5 @@
-"""`run_fit`: the one entry point for other code: load a table, fit all three approaches, write the answer.
+"""`fit_all` + `summarize`: load a table, fit all three approaches, and the fit.json dict (written by
+`llm_ray.reporting.fit.run_fit`, which also draws the plots).
 
 Each approach fails on its own: a `ValueError` from one (too few budgets, too few points, ...) is
 recorded as {"status": "skipped", "reason": ...} and the others still run. Errors of the table itself
@@ -8,16 +9,14 @@ can run. Approaches 2 and 3 fit the final point of each run; approach 1 uses eve
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
+from llm_ray.core.records import FIT_SCHEMA
 from llm_ray.fitting import bootstrap as boot
 from llm_ray.fitting.approaches import EnvelopeFit, IsoFlopFit, budget_groups, fit_envelope, fit_isoflop
 from llm_ray.fitting.config import FitConfig
@@ -64,6 +63,8 @@ class FitOutcome:
 def fit_all(source: Source, cfg: FitConfig) -> FitOutcome:
     """Load and fit the three approaches with their bootstrap samples (no files written)."""
     table = load_table(source, cfg)
+    cfg = cfg.with_flops_per_param_token(float(np.median(
+        table.points["flops"] / (table.points["params"] * table.points["tokens"]))))
     final = table.final_points().reset_index(drop=True)
     budget = final["budget"].tolist() if table.present["budget"] else None
     groups, grouping = budget_groups(final["flops"].to_numpy(), budget, cfg.flops_group_dex)
@@ -106,7 +107,8 @@ def summarize(out: FitOutcome) -> dict:
     """The fit.json dict (NaN written as null)."""
     cfg = out.cfg
     level = cfg.ci_level
-    res: dict = {"input": out.table.summary(), "n_excluded": out.table.n_excluded, "config": cfg.to_dict()}
+    res: dict = {"schema": FIT_SCHEMA, "input": out.table.summary(), "n_excluded": out.table.n_excluded,
+                 "config": cfg.to_dict()}
     res["bootstrap"] = {
         "n_resamples": cfg.n_bootstrap, "level": level, "seed": cfg.seed,
         "unit": "run_id" if out.table.present["run_id"] else "row",
@@ -183,36 +185,6 @@ def summarize(out: FitOutcome) -> dict:
     return _clean(res)
 
 
-def run_fit(source: Source, out_dir: str, cfg: Optional[FitConfig] = None) -> dict:
-    """Fit the table at ``source`` (path, fsspec URL or DataFrame); write fit.json and PNGs into ``out_dir``.
-
-    Returns the same dict as fit.json. Raises ValueError when the table cannot be used at all.
-    """
-    cfg = cfg or FitConfig()
-    t0 = time.perf_counter()
-    outcome = fit_all(source, cfg)
-    res = summarize(outcome)
-    res["fit_seconds"] = time.perf_counter() - t0
-    import fsspec  # local import: fitting and summarising need no I/O library
-
-    fs, root = fsspec.core.url_to_fs(str(out_dir))
-    fs.makedirs(root, exist_ok=True)
-    res["plots"] = []
-    if cfg.plots:
-        from llm_ray.fitting.plots import make_plots  # matplotlib only when plotting
-
-        for name, fig in make_plots(outcome).items():
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=120)
-            _close(fig)
-            with fs.open(f"{root}/{name}", "wb") as fh:
-                fh.write(buf.getvalue())
-            res["plots"].append(name)
-    with fs.open(f"{root}/fit.json", "w") as fh:
-        json.dump(res, fh, indent=2)
-    return res
-
-
 def _intervals(samples: np.ndarray, names, level: float) -> dict:
     lo, hi = boot.percentile_interval(samples, level)
     return {n: [float(lo[i]), float(hi[i])] for i, n in enumerate(names)}
@@ -231,9 +203,3 @@ def _clean(obj):
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     return obj
-
-
-def _close(fig) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)

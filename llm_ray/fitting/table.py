@@ -126,6 +126,9 @@ def load_table(source: Source, cfg: FitConfig) -> FitTable:
                              + f' Set it to "" if the table has no {field_name}.')
 
     k = cfg.flops_per_param_token
+    if k == "auto" and not (has("tokens") and has("flops")):
+        raise ValueError("fit.flops_per_param_token=auto takes k in C = k N D from the table's own C / (N D), "
+                         "which needs both a tokens and a flops column: set a number (e.g. 6.0).")
     out = pd.DataFrame(index=raw.index)
     out["params"] = _numeric(raw, cols["params"], "params")
     derived = ""

@@ -1,6 +1,6 @@
 """Everything DeepSpeed, in one place: the JSON config, the engine, checkpoints.
 
-The model (`llm_ray.model`) is single-device code; here it gets ZeRO sharding, precision,
+The model (`llm_ray.training.model`) is single-device code; here it gets ZeRO sharding, precision,
 optimizer offload, activation checkpointing, gradient accumulation and clipping, and the LR
 schedule, all from `DeepSpeedConfig` + `TrainerConfig` rendered into DeepSpeed's own JSON config.
 """
@@ -11,7 +11,7 @@ import contextlib
 import os
 from typing import Any
 
-from llm_ray.config import DeepSpeedConfig, ModelConfig, TrainerConfig, batch_geometry, total_steps
+from llm_ray.core.config import DeepSpeedConfig, ModelConfig, TrainerConfig, batch_geometry, total_steps
 
 CKPT_TAG = "ds"  # one DeepSpeed tag per Ray checkpoint directory
 
@@ -73,7 +73,7 @@ def deepspeed_json(ds: DeepSpeedConfig, trainer: TrainerConfig, model: ModelConf
         "scheduler": {
             "type": "WarmupCosineLR",
             "params": {
-                "total_num_steps": total_steps(model, trainer),
+                "total_num_steps": total_steps(trainer),
                 "warmup_num_steps": max(1, trainer.warmup_steps),
                 "warmup_min_ratio": 0.01,
                 "warmup_type": "linear",

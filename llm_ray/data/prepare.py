@@ -24,7 +24,6 @@ import json
 import os
 import sysconfig
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
@@ -33,6 +32,8 @@ import numpy as np
 import tokenizers
 from fsspec.implementations.local import LocalFileSystem
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from llm_ray.io import storage
 
 FORMAT_VERSION = 1
 """Bump when the on-disk layout or the tokenization recipe changes: old cache entries are ignored."""
@@ -95,7 +96,8 @@ def stdlib_text_files(exclude_tests: bool = True) -> list[str]:
     return sorted(out)
 
 
-def _stamp(fs, path: str, info: dict) -> str:
+def file_stamp(fs, path: str, info: dict) -> str:
+    """What changes when a file's content does (mtime, ETag, checksum...), from fsspec's info()."""
     stamp = "|".join(f"{k}={info[k]}" for k in _STAMP_KEYS if info.get(k) is not None)
     return stamp or str(fs.ukey(path))
 
@@ -128,7 +130,7 @@ def _list_sources(cfg) -> list[_File]:
                 if info.get("type", "file") != "file":
                     continue
                 name = p if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(p)
-                matched.append(_File(name, fs, p, int(info.get("size") or 0), _stamp(fs, p, info)))
+                matched.append(_File(name, fs, p, int(info.get("size") or 0), file_stamp(fs, p, info)))
         if not matched:
             raise ValueError(
                 f"data.sources: {pattern!r} matches no file. Fix the path or glob (absolute, "
@@ -191,23 +193,6 @@ def _resolve_dtype(cfg) -> str:
     return cfg.token_dtype
 
 
-def _validate(cfg) -> None:
-    if not _patterns(cfg):
-        raise ValueError("data.sources is empty: give file paths/globs/URLs or `stdlib`.")
-    if cfg.token_dtype not in ("auto", "uint16", "uint32"):
-        raise ValueError(f"data.token_dtype={cfg.token_dtype!r}: use auto, uint16 or uint32.")
-    if cfg.vocab_size < 257:
-        raise ValueError(f"data.vocab_size={cfg.vocab_size} must be > 256 (the 256 bytes plus "
-                         f"{EOT} plus merges).")
-    if cfg.token_dtype == "uint16" and cfg.vocab_size > 65536:
-        raise ValueError(f"data.vocab_size={cfg.vocab_size} does not fit data.token_dtype=uint16: "
-                         f"set data.token_dtype=uint32 or auto.")
-    if not 0.0 < cfg.val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction={cfg.val_fraction} must be in (0, 1).")
-    if cfg.max_bytes is not None and cfg.max_bytes <= 0:
-        raise ValueError(f"data.max_bytes={cfg.max_bytes} must be positive (or null for all).")
-
-
 def _train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
     """GPT-2 style byte-level BPE: any text encodes (no unknown token) and decodes back exactly."""
     tok = Tokenizer(models.BPE())
@@ -241,14 +226,6 @@ def _encode(tok: Tokenizer, texts: list[str], dtype: str) -> np.ndarray:
             parts.append(np.asarray(enc.ids, dtype=dtype))
         i = j
     return np.concatenate(parts)
-
-
-def _put(fs, path: str, data) -> None:
-    """Write a temporary sibling, then move it into place: readers never see a torn file."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    with fs.open(tmp, "wb") as f:
-        f.write(memoryview(data) if isinstance(data, np.ndarray) else data)
-    fs.mv(tmp, path)
 
 
 def _cache_key(cfg, files: list[_File], dtype: str) -> str:
@@ -290,7 +267,6 @@ def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print) -> Prep
     Idempotent: a hit costs a listing of the sources and a read of meta.json. Concurrent callers
     with the same key may both build; they write identical files, each moved into place atomically.
     """
-    _validate(cfg)
     t0 = time.perf_counter()
     dtype = _resolve_dtype(cfg)
     files = _select(_list_sources(cfg), cfg.max_bytes)
@@ -323,9 +299,9 @@ def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print) -> Prep
     log(f"data: encoded in {time.perf_counter() - t1:.1f} s")
 
     fs.makedirs(root_path, exist_ok=True)
-    _put(fs, f"{root_path}/tokenizer.json", tok.to_str().encode())
-    _put(fs, f"{root_path}/train.bin", train_ids)
-    _put(fs, f"{root_path}/val.bin", val_ids)
+    storage.write_bytes_atomic(f"{root}/tokenizer.json", tok.to_str().encode())
+    storage.write_bytes_atomic(f"{root}/train.bin", memoryview(train_ids).cast("B"))
+    storage.write_bytes_atomic(f"{root}/val.bin", memoryview(val_ids).cast("B"))
     meta = {
         "format": FORMAT_VERSION, "key": key, "dtype": dtype, "vocab_size": tok.get_vocab_size(),
         "eot_id": tok.token_to_id(EOT), "n_train_tokens": int(train_ids.size),
@@ -336,87 +312,7 @@ def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print) -> Prep
         "config": {k: getattr(cfg, k) for k in ("exclude_tests", "max_bytes", "vocab_size",
                                                  "val_fraction", "token_dtype", "seed")},
     }
-    _put(fs, f"{root_path}/meta.json", json.dumps(meta, indent=2).encode())
+    storage.write_bytes_atomic(f"{root}/meta.json", json.dumps(meta, indent=2).encode())
     log(f"data: wrote {root} in {time.perf_counter() - t0:.1f} s: {train_ids.size:,} train / "
         f"{val_ids.size:,} val tokens ({dtype})")
     return _entry(root, key, meta)
-
-
-def load_tokenizer(path: str) -> Tokenizer:
-    """The entry's tokenizer (for decoding samples), from any fsspec URL."""
-    with fsspec.open(path, "rb") as f:
-        return Tokenizer.from_str(f.read().decode())
-
-
-def load_tokens(url: str, dtype: str, local_cache: Optional[str] = None) -> np.ndarray:
-    """A read-only memmap of a token shard.
-
-    Remote shards are copied once per node into `local_cache` (default $LLM_RAY_TOKEN_CACHE or
-    ~/.cache/llm_ray/tokens), under a name hashed from the URL and the remote file's size and
-    stamp, and moved into place atomically, so concurrent workers on one node share one copy.
-    """
-    if dtype not in ("uint16", "uint32"):
-        raise ValueError(f"dtype={dtype!r}: token shards are uint16 or uint32.")
-    fs, path = fsspec.core.url_to_fs(url)
-    if not isinstance(fs, LocalFileSystem):
-        info = fs.info(path)
-        name = hashlib.sha256(f"{url}\0{info.get('size')}\0{_stamp(fs, path, info)}".encode())
-        cache = os.path.expanduser(local_cache or os.environ.get(
-            "LLM_RAY_TOKEN_CACHE", "~/.cache/llm_ray/tokens"))
-        local = os.path.join(cache, name.hexdigest()[:32] + ".bin")
-        if not os.path.exists(local):
-            os.makedirs(cache, exist_ok=True)
-            tmp = f"{local}.tmp-{uuid.uuid4().hex}"
-            fs.get_file(path, tmp)
-            os.replace(tmp, local)
-        path = local
-    return np.memmap(path, dtype=np.dtype(dtype), mode="r")
-
-
-# --------------------------------------------------------------------------------------------
-# Batches
-# --------------------------------------------------------------------------------------------
-
-def check_fits(data: PreparedData, seq_len: int, eval_tokens: int) -> None:
-    """Fail on the driver, before Ray starts, when a split is too short for the run."""
-    if data.n_train_tokens < seq_len + 1:
-        raise ValueError(
-            f"model.seq_len={seq_len} needs {seq_len + 1} train tokens but the train split has "
-            f"{data.n_train_tokens}: lower model.seq_len or add text (data.sources, "
-            f"data.max_bytes).")
-    if data.n_val_tokens < eval_tokens + 1:
-        raise ValueError(
-            f"trainer.eval_tokens={eval_tokens} needs {eval_tokens + 1} validation tokens but the "
-            f"val split has {data.n_val_tokens} ({data.n_val_docs} documents): lower "
-            f"trainer.eval_tokens to at most {data.n_val_tokens - 1}, raise data.val_fraction, "
-            f"or add text (data.sources, data.max_bytes).")
-
-
-def sample_batch(tokens: np.ndarray, seq_len: int, batch_size: int, *, seed: int, step: int,
-                 rank: int, micro: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """x, y int64 (batch_size, seq_len) with y[:, t] = x[:, t + 1] (next-token targets).
-
-    Window starts are uniform on [0, len(tokens) - seq_len - 1] from PCG64 seeded by
-    SeedSequence([seed, step, rank, micro]): no state is carried between calls, so resuming at
-    `step` reproduces an uninterrupted run, and ranks and micro-batches draw independent streams.
-    """
-    n = len(tokens)
-    if n < seq_len + 1:
-        raise ValueError(f"model.seq_len={seq_len} needs {seq_len + 1} tokens; the split has {n}.")
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, step, rank, micro])))
-    starts = rng.integers(0, n - seq_len, size=batch_size)
-    w = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
-    return np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])
-
-
-def val_windows(tokens: np.ndarray, seq_len: int, eval_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed held-out set: the first floor(eval_tokens / seq_len) non-overlapping windows."""
-    n = eval_tokens // seq_len
-    if n < 1 or len(tokens) < n * seq_len + 1:
-        raise ValueError(
-            f"trainer.eval_tokens={eval_tokens} with model.seq_len={seq_len} needs "
-            f"{max(n, 1) * seq_len + 1} validation tokens; the val split has {len(tokens)}: lower "
-            f"trainer.eval_tokens or add text.")
-    x = np.array(tokens[:n * seq_len], dtype=np.int64).reshape(n, seq_len)
-    y = np.array(tokens[1:n * seq_len + 1], dtype=np.int64).reshape(n, seq_len)
-    return x, y

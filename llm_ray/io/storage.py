@@ -12,6 +12,7 @@ import uuid
 from typing import Any, Optional
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 
 def join(base: str, *parts: str) -> str:
@@ -27,14 +28,15 @@ def exists(url: str) -> bool:
     return fs.exists(path)
 
 
-def write_bytes_atomic(url: str, data: bytes) -> None:
-    """Write to a temporary sibling, then move into place: a crash never leaves a torn file.
-    (On object stores a single PUT is already atomic.)"""
+def write_bytes_atomic(url: str, data) -> None:
+    """The one way llm-ray writes a file: to a temporary sibling, then moved into place, so a crash
+    never leaves a torn file and a reader sees the old file or the new one. `data` is any bytes-like
+    object (a numpy array's memoryview too). On object stores a single PUT is already atomic."""
     fs, path = fs_and_path(url)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    if fs.protocol in ("file", "local") or "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+    if isinstance(fs, LocalFileSystem):
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         with open(tmp, "wb") as f:
             f.write(data)
@@ -44,6 +46,16 @@ def write_bytes_atomic(url: str, data: bytes) -> None:
     else:
         with fs.open(path, "wb") as f:
             f.write(data)
+
+
+def download_atomic(url: str, local_path: str) -> None:
+    """Copy a (remote) file to a local path the same way: streamed into a temporary sibling, then
+    moved into place, so concurrent readers on a node see no partial copy."""
+    fs, path = fs_and_path(url)
+    os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
+    tmp = f"{local_path}.tmp-{uuid.uuid4().hex}"
+    fs.get_file(path, tmp)
+    os.replace(tmp, local_path)
 
 
 def write_json(url: str, obj: Any) -> None:

@@ -45,7 +45,7 @@ class Shape:
 
 class ParamCount(NamedTuple):
     total: int
-    """Every trainable parameter: equals sum(p.numel()) of `llm_ray.model.Transformer`."""
+    """Every trainable parameter: equals sum(p.numel()) of `llm_ray.training.model.Transformer`."""
     non_embedding: int
     """total minus token embedding, position embedding and an untied LM head (Kaplan's N)."""
 

@@ -1,7 +1,7 @@
 """A GPT-2-style decoder-only Transformer, single-device code.
 
 Parallelism, precision and activation checkpointing are applied from outside, in one place
-(`llm_ray.engine`); this file knows nothing of DeepSpeed or Ray. Shapes are commented as
+(`llm_ray.training.engine`); this file knows nothing of DeepSpeed or Ray. Shapes are commented as
 (B, T, C): batch, time (sequence), channels (d_model).
 """
 
@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from llm_ray.config import ModelConfig
+from llm_ray.core.config import ModelConfig
 
 
 class CausalSelfAttention(nn.Module):
@@ -73,7 +73,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        # Set by llm_ray.engine from deepspeed.activation_checkpointing.
+        # Set by llm_ray.training.engine from deepspeed.activation_checkpointing.
         self.checkpoint_activations = False
         self.apply(self._init_weights)
 

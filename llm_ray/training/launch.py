@@ -1,16 +1,19 @@
 """Driver side of one training run: local Ray, data prepared once, a TorchTrainer per run.
 
-Used by `llm_ray.train` (one run) and by `llm_ray.sweep` (one run per Tune trial).
+Used by `llm_ray.train` (one run) and by `llm_ray.sweeps` (one run per Tune trial).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
-from llm_ray import storage
-from llm_ray.config import TrainJobConfig, validate_train_job
+from llm_ray.core.config import TrainJobConfig, validate_train_job
+from llm_ray.core.records import RunRecord
+from llm_ray.data import PreparedData
+from llm_ray.io import storage
 
 # Ray Train V2's controller polls its workers every 2 s by default, and every ray.train.report
 # waits for a poll; at 0.2 s a report costs ~0.2 s (STACK-NOTES: 20 reports 38 s -> 4 s).
@@ -26,6 +29,19 @@ RAY_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONWARNINGS": "ignore::DeprecationWarning,ignore::FutureWarning",
 }
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run's workers need, handed to them as the train loop's config: the typed job,
+    the prepared data's paths, where to write, and the sweep cell it trains (empty for one run)."""
+
+    job: TrainJobConfig
+    data: PreparedData
+    run_dir: str
+    cell: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    in_process: bool = False
+    """Train in the calling process (Ray Train's local mode); see `build_trainer`."""
 
 
 def default_storage_path() -> str:
@@ -54,7 +70,10 @@ def quiet_local_workers() -> None:
     """Ray worker set-up hook for local clusters. They run without the dashboard (it costs a
     fifth of a core at idle), so Ray Train's PlacementGroupCleaner cannot reach the state API and
     would print a warning every second for the whole run; its job (freeing a dead controller's
-    placement group) is moot when the cluster lives and dies with the driver."""
+    placement group) is moot when the cluster lives and dies with the driver.
+
+    The logger's name is Ray's private module path (checked against Ray 2.60.0);
+    tests/test_ray_internals.py fails loudly if it moves."""
     import logging
 
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(
@@ -82,7 +101,7 @@ def init_ray(job: TrainJobConfig) -> None:
     else:
         num_cpus = job.resources.local_num_cpus or (os.cpu_count() or 1) + 1
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, runtime_env={
-            "env_vars": env_vars, "worker_process_setup_hook": "llm_ray.launch.quiet_local_workers"})
+            "env_vars": env_vars, "worker_process_setup_hook": "llm_ray.training.launch.quiet_local_workers"})
 
 
 def prepare(job: TrainJobConfig, log=print):
@@ -94,35 +113,32 @@ def prepare(job: TrainJobConfig, log=print):
     return data
 
 
-def build_trainer(job: TrainJobConfig, data, *, run_dir: str, cell: Optional[dict] = None,
-                  callbacks: Optional[list] = None, in_process: bool = False):
+def build_trainer(spec: RunSpec, callbacks: Optional[list] = None):
     """A TorchTrainer for one run; checkpoints under `<storage_path>/<trainer.name>`.
 
-    `in_process`: Ray Train's local mode (ScalingConfig(num_workers=0)): the train function runs in
-    the calling process, with no controller, placement group or worker actors. A sweep uses it for
-    its 1-worker CPU cells, where that start-up (~14 s of Ray processes and imports per trial on an
-    idle 2-core machine) would cost more than a small cell trains. Local mode keeps no checkpoints
-    and retries nothing: an interrupted cell trains again from its start. Its one-rank process
-    group is made (and at the end destroyed) by Ray from the variables torchrun would set, which
-    are set here in the calling process."""
+    `spec.in_process`: Ray Train's local mode (ScalingConfig(num_workers=0)): the train function
+    runs in the calling process, with no controller, placement group or worker actors. A sweep uses
+    it for its 1-worker CPU cells, where that start-up (~14 s of Ray processes and imports per trial
+    on an idle 2-core machine) would cost more than a small cell trains. Local mode keeps no
+    checkpoints and retries nothing: an interrupted cell trains again from its start. Its one-rank
+    process group is made (and at the end destroyed) by Ray from the variables torchrun would set,
+    which are set here in the calling process."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if in_process:
+    from llm_ray.training.loop import train_loop_per_worker
+
+    if spec.in_process:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0",
                           WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
-
-    from llm_ray.worker import train_loop_per_worker
-
-    t, r = job.trainer, job.resources
+    t, r = spec.job.trainer, spec.job.resources
     resources = {"CPU": r.cpus_per_worker} | ({"GPU": 1} if r.use_gpu else {})
     storage_path, storage_filesystem = storage.ray_storage(t.storage_path)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"job": dataclasses.asdict(job), "data": data.to_dict(),
-                           "run_dir": run_dir, "cell": cell or {}, "in_process": in_process},
+        train_loop_config={"spec": spec},
         torch_config=TorchConfig(backend="nccl" if r.use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=0 if in_process else t.num_workers, use_gpu=r.use_gpu,
+        scaling_config=ScalingConfig(num_workers=0 if spec.in_process else t.num_workers, use_gpu=r.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
             name=t.name, storage_path=storage_path, storage_filesystem=storage_filesystem,
@@ -140,15 +156,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_training(job: TrainJobConfig, log=print) -> dict:
-    """Validate, prepare data, train on Ray; return the run's result record (result.json)."""
+def run_training(job: TrainJobConfig, log=print) -> RunRecord:
+    """Validate, prepare data, train on Ray; return the run's record (its result.json)."""
     validate_train_job(job)
     job = resolve_paths(job)
     data = prepare(job, log=log)
     init_ray(job)
     run_dir = storage.join(job.trainer.storage_path, job.trainer.name)
-    trainer = build_trainer(job, data, run_dir=run_dir)
-    trainer.fit()
-    record = storage.read_json(storage.join(run_dir, "result.json"))
-    record["run_dir"] = run_dir
-    return record
+    build_trainer(RunSpec(job=job, data=data, run_dir=run_dir)).fit()
+    return RunRecord.from_json(storage.read_json(storage.join(run_dir, "result.json")))

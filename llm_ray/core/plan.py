@@ -2,14 +2,8 @@
 
 A plan is the grid budgets C x model sizes N. For each cell, the exact FLOPs ledger gives the tokens
 D = C / (FLOPs per token); the global batch gives the steps. Cells that make no sense are dropped with
-the reason shown. Opinions are named recipes:
-
-- shape rule `aspect`: d_model = aspect_ratio * n_layer rounded to a multiple of head_dim, d_ff = 4 d
-  (Kaplan et al. 2020 found loss flat in aspect ratio over a wide range; ~32-64 is typical at small
-  scale), n_layer chosen so the total parameter count is closest to the target N.
-- hyper-parameter rule `fixed`: the trainer's lr and global batch for every cell.
-- hyper-parameter rule `deepseek`: DeepSeek LLM (2024, eq. 1) power laws in C,
-  lr = 0.3118 * C^-0.1250 and batch B = 0.2920 * C^0.3271 tokens, rounded to whole micro-batches.
+the reason shown. The opinions (shape and hyper-parameter rules) are named recipes in
+`llm_ray.core.recipes`.
 """
 
 from __future__ import annotations
@@ -20,28 +14,30 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-from llm_ray import flops as ledger
+from llm_ray.core import flops as ledger
+from llm_ray.core.recipes import check_hp_rule, hyper_parameters, shape_for_params
 
 
 @dataclass
 class SweepConfig:
-    """What to sweep. The per-cell training settings come from the trainer/model/data groups."""
+    """What to sweep (defaults: the embedded default sweep). The per-cell training settings come
+    from the trainer/model/data groups; the budgets the report forecasts are `fit.predict_flops`."""
 
     name: str = "isoflop"
     """Sweep name: W&B group, directory name under sweep.storage_path."""
-    budgets: list = field(default_factory=lambda: [2e11, 6e11, 2e12])
+    budgets: list = field(default_factory=lambda: [1.0e11, 3.0e11, 1.0e12])
     """Compute budgets C in FLOPs (exact ledger)."""
-    sizes: list = field(default_factory=lambda: [4e4, 8e4, 1.6e5, 3.2e5, 6.4e5])
-    """Target total parameter counts N of the ladder (the shape rule picks shapes near them)."""
+    sizes: list = field(default_factory=lambda: [7.0e3, 1.4e4, 2.2e4, 3.3e4, 4.5e4, 8.7e4, 1.4e5])
+    """Target total parameter counts N of the ladder (the `aspect` shape rule picks shapes near
+    them); the default ladder brackets the compute-optimal size of each default budget."""
     shapes: Optional[list] = None
     """Explicit shapes instead of a ladder: list of {n_layer, d_model, n_head[, d_ff]}."""
-    shape_rule: str = "aspect"
     aspect_ratio: float = 32.0
-    """d_model / n_layer for the `aspect` rule."""
-    head_dim: int = 16
-    """Per-head width for the `aspect` rule (n_head = d_model / head_dim)."""
+    """d_model / n_layer for the `aspect` shape rule."""
+    head_dim: int = 8
+    """Per-head width for the `aspect` shape rule (n_head = d_model / head_dim)."""
     hp_rule: str = "fixed"
-    """`fixed` or `deepseek` (see module docstring)."""
+    """`fixed` or `deepseek` (llm_ray.core.recipes)."""
     min_tokens: float = 2.0e4
     """Drop cells with fewer training tokens than this."""
     tokens_per_param: list = field(default_factory=lambda: [0.5, 1000.0])
@@ -57,14 +53,25 @@ class SweepConfig:
     cores), but no mid-cell checkpoints or retries. false: every cell on Ray Train workers."""
     max_concurrent_trials: Optional[int] = None
     """Trials run at once; None: as many as the cluster's CPUs (or GPUs) hold."""
-    predict_flops: list = field(default_factory=lambda: [1e13, 1e14])
-    """Budgets the report answers for: N_opt, D_opt, predicted loss with intervals."""
     dry_run: bool = False
     """Print the plan and stop."""
     storage_path: Optional[str] = None
     """Sweep directory root (absolute path or URI); None: trainer.storage_path."""
     est_flops_per_s: float = 1.0e10
     """Throughput assumed per worker for the plan's time estimate until measured."""
+
+    def __post_init__(self) -> None:
+        if not self.budgets or any(float(b) <= 0 for b in self.budgets):
+            raise ValueError(f"sweep.budgets={list(self.budgets)}: give positive FLOP budgets, e.g. [1e12,3e12].")
+        if not self.shapes and (not self.sizes or any(float(n) <= 0 for n in self.sizes)):
+            raise ValueError(f"sweep.sizes={list(self.sizes)}: give positive parameter counts or sweep.shapes.")
+        check_hp_rule(self.hp_rule)
+        lo_hi = list(self.tokens_per_param)
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] < lo_hi[1]:
+            raise ValueError(f"sweep.tokens_per_param={lo_hi}: give [low, high] with 0 < low < high.")
+        for s in self.shapes or ():
+            if int(s["d_model"]) % int(s["n_head"]):
+                raise ValueError(f"sweep.shapes entry {dict(s)}: n_head must divide d_model.")
 
 
 @dataclass(frozen=True)
@@ -100,41 +107,10 @@ class Dropped:
     reason: str
 
 
-def shape_for_params(target: float, *, seq_len: int, vocab_size: int, aspect_ratio: float,
-                     head_dim: int, tie_embeddings: bool = True) -> ledger.Shape:
-    """The `aspect` shape whose exact total parameter count is closest to `target`:
-    d_model a multiple of head_dim, n_layer = max(1, round(d_model / aspect_ratio)), d_ff = 4 d.
-    N grows monotonically with d_model, so the ladder's order is the sizes' order."""
-    best = None
-    for d_model in range(head_dim, 16385, head_dim):
-        s = ledger.Shape(n_layer=max(1, round(d_model / aspect_ratio)), d_model=d_model,
-                         n_head=d_model // head_dim, d_ff=4 * d_model, seq_len=seq_len,
-                         vocab_size=vocab_size, tie_embeddings=tie_embeddings)
-        n = ledger.param_count(s).total
-        err = abs(math.log(n / target))
-        if best is None or err < best[0]:
-            best = (err, s)
-        if n > target:
-            break
-    return best[1]
-
-
-def hyper_parameters(rule: str, budget: float, *, lr: float, global_batch_tokens: int,
-                     batch_quantum: int) -> tuple[float, int]:
-    """(lr, global batch tokens) for a cell under the named rule."""
-    if rule == "fixed":
-        return lr, global_batch_tokens
-    if rule == "deepseek":
-        b = 0.2920 * budget ** 0.3271
-        return 0.3118 * budget ** -0.1250, max(batch_quantum, int(round(b / batch_quantum)) * batch_quantum)
-    raise ValueError(f"sweep.hp_rule={rule!r}: use `fixed` or `deepseek`.")
-
-
 def plan_cells(sweep: SweepConfig, *, seq_len: int, vocab_size: int, tie_embeddings: bool,
                lr: float, global_batch_tokens: int, micro_batch_tokens: int, warmup_steps: int,
                num_workers: int) -> tuple[list[Cell], list[Dropped]]:
     """The grid budgets x shapes, each cell sized by the exact ledger; dropped cells with reasons."""
-    validate_sweep(sweep)
     shapes = []
     if sweep.shapes:
         for s in sweep.shapes:
@@ -177,24 +153,6 @@ def plan_cells(sweep: SweepConfig, *, seq_len: int, vocab_size: int, tie_embeddi
                 num_workers=num_workers if n.total > sweep.shard_above_params else 1,
                 flops_per_token=per_token))
     return cells, dropped
-
-
-def validate_sweep(sweep: SweepConfig) -> None:
-    if not sweep.budgets or any(float(b) <= 0 for b in sweep.budgets):
-        raise ValueError(f"sweep.budgets={sweep.budgets}: give positive FLOP budgets, e.g. [1e12,3e12].")
-    if not sweep.shapes and (not sweep.sizes or any(float(n) <= 0 for n in sweep.sizes)):
-        raise ValueError(f"sweep.sizes={sweep.sizes}: give positive parameter counts or sweep.shapes.")
-    if sweep.shape_rule != "aspect":
-        raise ValueError(f"sweep.shape_rule={sweep.shape_rule!r}: the only rule is `aspect`.")
-    if sweep.hp_rule not in ("fixed", "deepseek"):
-        raise ValueError(f"sweep.hp_rule={sweep.hp_rule!r}: use `fixed` or `deepseek`.")
-    lo_hi = list(sweep.tokens_per_param)
-    if len(lo_hi) != 2 or not 0 < lo_hi[0] < lo_hi[1]:
-        raise ValueError(f"sweep.tokens_per_param={lo_hi}: give [low, high] with 0 < low < high.")
-    if sweep.shapes:
-        for s in sweep.shapes:
-            if int(s["d_model"]) % int(s["n_head"]):
-                raise ValueError(f"sweep.shapes entry {dict(s)}: n_head must divide d_model.")
 
 
 def cell_key(job_dict: dict) -> str:

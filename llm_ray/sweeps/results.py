@@ -12,7 +12,8 @@ import math
 
 import pandas as pd
 
-from llm_ray import storage
+from llm_ray.core.records import RunRecord
+from llm_ray.io import storage
 
 COLUMNS = [
     "cell_id", "run_id", "budget", "n_layer", "d_model", "n_head", "d_ff", "params",
@@ -23,30 +24,13 @@ COLUMNS = [
 
 
 def collect_results(cells_dir: str, cells: dict) -> pd.DataFrame:
-    """Rows from every planned cell's result.json; cells without one appear as `missing`."""
+    """Rows from every planned cell's RunRecord (result.json); cells without one appear as `missing`."""
     rows = []
     for cell_id, cell in cells.items():
         path = storage.join(cells_dir, cell_id, "result.json")
-        rec = storage.read_json(path) if storage.exists(path) else {
-            "status": "missing", "reason": "no result (not run or interrupted)", "history": []}
-        base = {"cell_id": cell_id, "run_id": cell.name, "budget": cell.budget,
-                "n_layer": cell.n_layer, "d_model": cell.d_model, "n_head": cell.n_head,
-                "d_ff": cell.d_ff, "params": cell.params,
-                "params_non_embedding": cell.params_non_embedding, "status": rec["status"],
-                "reason": rec.get("reason", ""), "wall_s": rec.get("wall_s"),
-                "tokens_per_s": rec.get("tokens_per_s"), "mfu": rec.get("mfu")}
-        # Step 0 (the untrained model, D = 0) is no point of L(N, D).
-        evals = [r for r in rec.get("history", []) if "val_loss" in r and r["step"] > 0]
-        if not evals:
-            rows.append({**base, "step": 0, "tokens": math.nan, "flops": math.nan, "loss": math.nan,
-                         "final": True})
-            continue
-        last = evals[-1]["step"]
-        for r in evals:
-            rows.append({**base, "step": r["step"], "tokens": r["tokens"], "flops": r["flops_exact"],
-                         "flops_kaplan": r["flops_kaplan"], "flops_deepseek": r["flops_deepseek"],
-                         "train_loss": r.get("train_loss", math.nan), "val_loss": r["val_loss"],
-                         "loss": r["val_loss"], "lr": r.get("lr", math.nan), "final": r["step"] == last})
+        rec = (RunRecord.from_json(storage.read_json(path)) if storage.exists(path) else
+               RunRecord(run_id=cell_id, status="missing", reason="no result (not run or interrupted)"))
+        rows += cell_rows(cell_id, cell, rec)
     df = pd.DataFrame(rows)
     for col in COLUMNS:
         if col not in df:
@@ -55,6 +39,21 @@ def collect_results(cells_dir: str, cells: dict) -> pd.DataFrame:
     # A cell's points are evaluated on partial schedules (the LR has not decayed), so only its
     # last point is an estimate of L(N, D); intermediate points serve approach 1's envelope.
     return df.sort_values(["budget", "params", "step"]).reset_index(drop=True)
+
+
+def cell_rows(cell_id: str, cell, rec: RunRecord) -> list[dict]:
+    """One row per evaluation point of a cell (one NaN row when it has none)."""
+    base = {"cell_id": cell_id, "run_id": cell.name, "budget": cell.budget, "n_layer": cell.n_layer,
+            "d_model": cell.d_model, "n_head": cell.n_head, "d_ff": cell.d_ff, "params": cell.params,
+            "params_non_embedding": cell.params_non_embedding, "status": rec.status, "reason": rec.reason,
+            "wall_s": rec.wall_s, "tokens_per_s": rec.tokens_per_s, "mfu": rec.mfu}
+    evals = rec.eval_points()
+    if not evals:
+        return [{**base, "step": 0, "tokens": math.nan, "flops": math.nan, "loss": math.nan, "final": True}]
+    last = evals[-1].step
+    return [{**base, "step": p.step, "tokens": p.tokens, "flops": p.flops_exact, "flops_kaplan": p.flops_kaplan,
+             "flops_deepseek": p.flops_deepseek, "train_loss": p.train_loss, "val_loss": p.val_loss,
+             "loss": p.val_loss, "lr": p.lr, "final": p.step == last} for p in evals]
 
 
 def write_results(df: pd.DataFrame, sweep_dir: str) -> None:

@@ -1,0 +1,344 @@
+"""Typed configs of one training run: one small dataclass per component.
+
+Each component has one dataclass (model, data, deepspeed, trainer, resources, wandb) whose
+`__post_init__` checks its own fields; `TrainJobConfig` groups them, and `validate_train_job` holds the
+few rules that span components. The dataclass defaults are the only defaults: the YAML in `conf/`
+holds only what differs from them (Hydra registers these classes as structured configs, so a typo
+in an override fails at composition). Every user error is a `ValueError` that names the field and
+the fix, raised on the driver before any Ray worker exists.
+
+Pure: no torch, Ray, Hydra or W&B here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from llm_ray.core import flops as flops_ledger
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def is_relative_local_path(path: str) -> bool:
+    return "://" not in path and not os.path.isabs(os.path.expanduser(path))
+
+
+@dataclass
+class ModelConfig:
+    """Decoder-only Transformer shape (GPT-2 style)."""
+
+    n_layer: int = 4
+    """Number of Transformer blocks."""
+    d_model: int = 128
+    """Residual stream width."""
+    n_head: int = 4
+    """Attention heads; must divide d_model."""
+    d_ff: Optional[int] = None
+    """MLP hidden width; None means 4 * d_model."""
+    seq_len: int = 128
+    """Context length in tokens (also the learned position table size)."""
+    vocab_size: int = 4096
+    """Vocabulary size; the YAML ties it to data.vocab_size so the tokenizer and model agree."""
+    tie_embeddings: bool = True
+    """Share the token embedding with the LM head (GPT-2)."""
+    bias: bool = True
+    """Biases in linear layers and LayerNorms (GPT-2 has them)."""
+    dropout: float = 0.0
+    """Dropout probability; scaling studies train for < 1 epoch and use 0."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "d_model", "n_head", "seq_len", "vocab_size"):
+            _require(getattr(self, name) > 0, f"model.{name}={getattr(self, name)} must be positive.")
+        _require(self.d_model % self.n_head == 0,
+                 f"model.n_head={self.n_head} does not divide model.d_model={self.d_model}: choose "
+                 f"n_head among the divisors of d_model (e.g. {_divisors_near(self.d_model, self.n_head)}).")
+        _require(self.d_ff is None or self.d_ff > 0,
+                 f"model.d_ff={self.d_ff} must be positive (or null for 4*d_model).")
+        _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1).")
+
+    @property
+    def ff_dim(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.d_model
+
+    def shape(self) -> flops_ledger.Shape:
+        """The pure-math view of this model used by the FLOPs ledger."""
+        return flops_ledger.Shape(
+            n_layer=self.n_layer, d_model=self.d_model, n_head=self.n_head, d_ff=self.ff_dim,
+            seq_len=self.seq_len, vocab_size=self.vocab_size,
+            tie_embeddings=self.tie_embeddings, bias=self.bias,
+        )
+
+
+@dataclass
+class DataConfig:
+    """Corpus -> tokenizer -> token shards."""
+
+    sources: list = field(default_factory=lambda: ["stdlib"])
+    """fsspec paths or globs of text files (local, file://, s3://, gs://, memory://).
+    The word `stdlib` means this machine's Python standard-library sources (no download)."""
+    exclude_tests: bool = True
+    """With `stdlib`, skip test folders (they hold much generated, repetitive text)."""
+    max_bytes: Optional[int] = 12_000_000
+    """Stop reading documents after this many bytes (None: read everything)."""
+    vocab_size: int = 4096
+    """Byte-level BPE vocabulary size (HF tokenizers)."""
+    val_fraction: float = 0.05
+    """Fraction of documents held out for validation (split by document, deterministic)."""
+    token_dtype: str = "auto"
+    """`uint16`, `uint32` or `auto` (uint16 when the vocabulary fits)."""
+    cache_dir: Optional[str] = None
+    """Where tokenizers and token shards are cached (absolute path or fsspec URL).
+    None: `<trainer.storage_path>/data-cache`."""
+    seed: int = 0
+    """Seed of the document split."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.sources), "data.sources is empty: give file paths/globs/URLs or `stdlib`.")
+        _require(self.token_dtype in ("auto", "uint16", "uint32"),
+                 f"data.token_dtype={self.token_dtype!r}: use auto, uint16 or uint32.")
+        _require(self.vocab_size >= 257, f"data.vocab_size={self.vocab_size} must be > 256 (byte-level "
+                                         f"BPE needs the 256 bytes plus <|endoftext|> plus merges).")
+        _require(not (self.token_dtype == "uint16" and self.vocab_size > 65536),
+                 f"data.vocab_size={self.vocab_size} does not fit data.token_dtype=uint16 (max 65536): "
+                 f"set data.token_dtype=uint32 or auto.")
+        _require(0.0 < self.val_fraction < 0.5,
+                 f"data.val_fraction={self.val_fraction} must be in (0, 0.5).")
+        _require(self.max_bytes is None or self.max_bytes > 0,
+                 f"data.max_bytes={self.max_bytes} must be positive (or null for all).")
+        _require(self.cache_dir is None or not is_relative_local_path(self.cache_dir),
+                 f"data.cache_dir={self.cache_dir!r} is relative: give an absolute path or a URI.")
+
+
+@dataclass
+class DeepSpeedConfig:
+    """Everything DeepSpeed does to the model, applied in one place (`llm_ray.training.engine`)."""
+
+    zero_stage: int = 0
+    """ZeRO stage 0 (DDP), 1 (optimizer states), 2 (+gradients) or 3 (+parameters)."""
+    offload_optimizer: bool = False
+    """Keep optimizer states on the CPU and step them with DeepSpeedCPUAdam (ZeRO >= 1)."""
+    precision: str = "fp32"
+    """`fp32`, `bf16`, or `fp16` (GPU only)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward (memory for compute)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+
+    def __post_init__(self) -> None:
+        _require(self.zero_stage in (0, 1, 2, 3),
+                 f"deepspeed.zero_stage={self.zero_stage} is out of range: use 0, 1, 2 or 3.")
+        _require(self.precision in ("fp32", "bf16", "fp16"),
+                 f"deepspeed.precision={self.precision!r}: use fp32, bf16 or fp16.")
+        _require(not (self.offload_optimizer and self.zero_stage == 0),
+                 "deepspeed.offload_optimizer=true needs ZeRO: set deepspeed.zero_stage >= 1 "
+                 "(e.g. deepspeed=offload).")
+        _require(self.grad_clip >= 0, f"deepspeed.grad_clip={self.grad_clip} must be >= 0 (0 disables).")
+
+
+@dataclass
+class TrainerConfig:
+    """Run length, optimisation and bookkeeping of one training run."""
+
+    name: str = "train"
+    """Run name (sweeps make it from coordinates, e.g. `C3e13-N1.2M`); never a timestamp."""
+    num_workers: int = 2
+    """Ray Train workers (data-parallel ranks)."""
+    tokens: float = 2.0e6
+    """Training length in tokens D, the unit a scaling study budgets."""
+    global_batch_tokens: int = 8192
+    """Tokens per optimizer step over all ranks (= batch sequences * seq_len)."""
+    micro_batch_size: int = 16
+    """Sequences per rank per forward pass; gradient accumulation makes up the rest."""
+    lr: float = 3.0e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Cosine decays to lr * min_lr_ratio at the end of the run."""
+    warmup_steps: int = 20
+    """Linear warm-up steps."""
+    betas: list = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW (beta1, beta2)."""
+    eps: float = 1.0e-8
+    weight_decay: float = 0.1
+    seed: int = 0
+    """Seed of initialisation and of the batch sampler."""
+    log_every: int = 10
+    """Report metrics every this many optimizer steps."""
+    eval_every: int = 50
+    """Validation loss every this many steps (and at step 0 and at the end)."""
+    eval_tokens: int = 65536
+    """Size of the fixed held-out token set evaluated each time."""
+    checkpoint_every: int = 100
+    """Save a ZeRO checkpoint every this many steps (and at the end); 0: only at the end."""
+    num_to_keep: int = 2
+    """Checkpoints kept by Ray (older ones are deleted)."""
+    max_failures: int = 0
+    """Worker-group restarts Ray Train may do, each resuming from the last checkpoint."""
+    storage_path: Optional[str] = None
+    """Absolute path, file:// or s3:// URI for checkpoints and results.
+    None: `runs/` under the directory the job was launched from, made absolute."""
+    peak_flops: Optional[float] = None
+    """Peak FLOP/s of one worker for MFU. None: measured by a matmul at start on CPU,
+    looked up from the GPU's name on CUDA."""
+    fail_at_step: Optional[int] = None
+    """Fault injection for tests: world rank 1 (or 0 if alone) exits abruptly at this step,
+    on the first attempt only."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_workers", "micro_batch_size", "log_every", "eval_every"):
+            _require(getattr(self, name) >= 1, f"trainer.{name}={getattr(self, name)} must be >= 1.")
+        _require(self.tokens > 0, f"trainer.tokens={self.tokens} must be positive.")
+        _require(self.lr > 0 and 0 <= self.min_lr_ratio <= 1,
+                 "trainer.lr must be > 0 and trainer.min_lr_ratio within [0, 1].")
+        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+                 f"trainer.betas={list(self.betas)}: give [beta1, beta2], each in [0, 1).")
+        _require(self.warmup_steps >= 0, f"trainer.warmup_steps={self.warmup_steps} must be >= 0.")
+        _require(self.checkpoint_every >= 0 and self.num_to_keep >= 1 and self.max_failures >= 0,
+                 "trainer.checkpoint_every >= 0, trainer.num_to_keep >= 1 and trainer.max_failures >= 0 "
+                 "are required.")
+        _require(self.storage_path is None or not is_relative_local_path(self.storage_path),
+                 f"trainer.storage_path={self.storage_path!r} is relative: Ray workers run in other "
+                 f"directories, so give an absolute path or a file:// / s3:// URI.")
+
+
+@dataclass
+class ResourcesConfig:
+    """Where the workers run."""
+
+    use_gpu: bool = False
+    """One GPU per worker, NCCL, and bf16 on tensor cores."""
+    cpus_per_worker: float = 1.0
+    """CPUs Ray reserves per worker."""
+    address: Optional[str] = None
+    """Ray address (`auto`, `ray://...`); None starts a local cluster."""
+    local_num_cpus: Optional[int] = None
+    """CPUs a local cluster advertises; None: the machine's cores + 1 (the Tune trial driver
+    needs a sliver of CPU besides its workers)."""
+
+    def __post_init__(self) -> None:
+        _require(self.cpus_per_worker > 0,
+                 f"resources.cpus_per_worker={self.cpus_per_worker} must be positive.")
+
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases logging (world rank 0 only)."""
+
+    mode: str = "auto"
+    """`online`, `offline`, `disabled`, or `auto` (online when WANDB_API_KEY is set, else offline)."""
+    project: str = "llm-ray"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    """Run group (sweeps set it to the sweep's name)."""
+    dir: Optional[str] = None
+    """Absolute directory for W&B files; None: `<storage_path>/wandb`."""
+
+    def __post_init__(self) -> None:
+        _require(self.mode in WANDB_MODES,
+                 f"wandb.mode={self.mode!r}: use auto, online, offline or disabled.")
+
+
+@dataclass
+class TrainJobConfig:
+    """One training run: the components, each validated on its own; `validate_train_job` adds the rest."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+COMPONENTS = tuple(TrainJobConfig.__dataclass_fields__)
+"""The job's component names, which are also its Hydra config groups."""
+
+
+# --------------------------------------------------------------------------------------------
+# Derived quantities (pure)
+# --------------------------------------------------------------------------------------------
+
+def batch_geometry(model: ModelConfig, trainer: TrainerConfig) -> tuple[int, int]:
+    """(global batch in sequences, gradient accumulation steps)."""
+    global_seqs = trainer.global_batch_tokens // model.seq_len
+    grad_accum = global_seqs // (trainer.micro_batch_size * trainer.num_workers)
+    return global_seqs, grad_accum
+
+
+def total_steps(trainer: TrainerConfig) -> int:
+    """Optimizer steps = round(D / global batch tokens)."""
+    return int(round(trainer.tokens / trainer.global_batch_tokens))
+
+
+# --------------------------------------------------------------------------------------------
+# Rules that span components
+# --------------------------------------------------------------------------------------------
+
+def validate_train_job(cfg: TrainJobConfig, *, cpus_available: Optional[int] = None,
+                 gpus_available: Optional[int] = None) -> None:
+    """The cross-component rules (each component checked its own fields when it was built)."""
+    _require(cfg.model.vocab_size == cfg.data.vocab_size,
+             f"model.vocab_size={cfg.model.vocab_size} differs from data.vocab_size={cfg.data.vocab_size}: "
+             f"set only data.vocab_size (the YAML links them).")
+    _require(not (cfg.deepspeed.precision == "fp16" and not cfg.resources.use_gpu),
+             "deepspeed.precision=fp16 is not supported on CPU: use deepspeed.precision=bf16 (or fp32), "
+             "or resources.use_gpu=true.")
+    _check_batch(cfg.model, cfg.trainer)
+    _check_schedule(cfg.model, cfg.trainer)
+    _check_placement(cfg.trainer, cfg.resources, cpus_available, gpus_available)
+
+
+def _check_batch(m: ModelConfig, t: TrainerConfig) -> None:
+    _require(t.global_batch_tokens % m.seq_len == 0,
+             f"trainer.global_batch_tokens={t.global_batch_tokens} is not a multiple of model.seq_len="
+             f"{m.seq_len}: use a multiple such as {max(1, t.global_batch_tokens // m.seq_len) * m.seq_len}.")
+    global_seqs = t.global_batch_tokens // m.seq_len
+    per_step = t.micro_batch_size * t.num_workers
+    _require(global_seqs % per_step == 0,
+             f"trainer.global_batch_tokens={t.global_batch_tokens} ({global_seqs} sequences of {m.seq_len}) "
+             f"is not divisible by trainer.micro_batch_size={t.micro_batch_size} x trainer.num_workers="
+             f"{t.num_workers}: make the global batch a multiple of {per_step * m.seq_len} tokens or "
+             f"change the micro batch.")
+    _require(t.tokens >= t.global_batch_tokens,
+             f"trainer.tokens={t.tokens:g} is shorter than one global batch (trainer.global_batch_tokens="
+             f"{t.global_batch_tokens}): train for more tokens or use a smaller batch.")
+    _require(t.eval_tokens >= m.seq_len,
+             f"trainer.eval_tokens={t.eval_tokens} is shorter than one sequence (model.seq_len={m.seq_len}).")
+
+
+def _check_schedule(m: ModelConfig, t: TrainerConfig) -> None:
+    steps = total_steps(t)
+    _require(t.warmup_steps < steps, f"trainer.warmup_steps={t.warmup_steps} >= the run's {steps} steps: "
+                                     f"lower trainer.warmup_steps or raise trainer.tokens.")
+    _require(t.fail_at_step is None or bool(t.checkpoint_every and t.checkpoint_every < t.fail_at_step < steps),
+             f"trainer.fail_at_step={t.fail_at_step} must lie after the first checkpoint "
+             f"(trainer.checkpoint_every={t.checkpoint_every}) and before the run's end ({steps} steps), "
+             f"or the injected failure cannot be resumed from.")
+
+
+def _check_placement(t: TrainerConfig, r: ResourcesConfig, cpus_available: Optional[int],
+                     gpus_available: Optional[int]) -> None:
+    if r.use_gpu:
+        _require(gpus_available is None or t.num_workers <= gpus_available,
+                 f"trainer.num_workers={t.num_workers} exceeds the {gpus_available} GPUs available: "
+                 f"lower trainer.num_workers.")
+        return
+    if r.address is not None:
+        return  # a cluster's CPUs are the cluster's to count
+    cpus = cpus_available if cpus_available is not None else (os.cpu_count() or 1)
+    need = t.num_workers * r.cpus_per_worker
+    _require(need <= cpus, f"trainer.num_workers={t.num_workers} x resources.cpus_per_worker="
+                           f"{r.cpus_per_worker} needs {need:g} CPUs but this machine has {cpus}: lower "
+                           f"trainer.num_workers or resources.cpus_per_worker.")
+
+
+def _divisors_near(n: int, k: int) -> list[int]:
+    divs = [x for x in range(1, n + 1) if n % x == 0]
+    return sorted(divs, key=lambda x: abs(x - k))[:3]

@@ -1,0 +1,56 @@
+"""Deterministic batches: a pure function of (seed, step, rank, micro), and the fixed held-out set.
+
+No torch or Ray here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llm_ray.data.prepare import PreparedData
+
+
+
+def check_fits(data: PreparedData, seq_len: int, eval_tokens: int) -> None:
+    """Fail on the driver, before Ray starts, when a split is too short for the run."""
+    if data.n_train_tokens < seq_len + 1:
+        raise ValueError(
+            f"model.seq_len={seq_len} needs {seq_len + 1} train tokens but the train split has "
+            f"{data.n_train_tokens}: lower model.seq_len or add text (data.sources, "
+            f"data.max_bytes).")
+    if data.n_val_tokens < eval_tokens + 1:
+        raise ValueError(
+            f"trainer.eval_tokens={eval_tokens} needs {eval_tokens + 1} validation tokens but the "
+            f"val split has {data.n_val_tokens} ({data.n_val_docs} documents): lower "
+            f"trainer.eval_tokens to at most {data.n_val_tokens - 1}, raise data.val_fraction, "
+            f"or add text (data.sources, data.max_bytes).")
+
+
+def sample_batch(tokens: np.ndarray, seq_len: int, batch_size: int, *, seed: int, step: int,
+                 rank: int, micro: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """x, y int64 (batch_size, seq_len) with y[:, t] = x[:, t + 1] (next-token targets).
+
+    Window starts are uniform on [0, len(tokens) - seq_len - 1] from PCG64 seeded by
+    SeedSequence([seed, step, rank, micro]): no state is carried between calls, so resuming at
+    `step` reproduces an uninterrupted run, and ranks and micro-batches draw independent streams.
+    """
+    n = len(tokens)
+    if n < seq_len + 1:
+        raise ValueError(f"model.seq_len={seq_len} needs {seq_len + 1} tokens; the split has {n}.")
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, step, rank, micro])))
+    starts = rng.integers(0, n - seq_len, size=batch_size)
+    w = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
+    return np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])
+
+
+def val_windows(tokens: np.ndarray, seq_len: int, eval_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed held-out set: the first floor(eval_tokens / seq_len) non-overlapping windows."""
+    n = eval_tokens // seq_len
+    if n < 1 or len(tokens) < n * seq_len + 1:
+        raise ValueError(
+            f"trainer.eval_tokens={eval_tokens} with model.seq_len={seq_len} needs "
+            f"{max(n, 1) * seq_len + 1} validation tokens; the val split has {len(tokens)}: lower "
+            f"trainer.eval_tokens or add text.")
+    x = np.array(tokens[:n * seq_len], dtype=np.int64).reshape(n, seq_len)
+    y = np.array(tokens[1:n * seq_len + 1], dtype=np.int64).reshape(n, seq_len)
+    return x, y

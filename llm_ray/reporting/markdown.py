@@ -1,0 +1,102 @@
+"""report.md: the sweep's answer in words first, then its cells, then its plots.
+
+Reads only records (FitRecord), the results table and the plan: a report can be remade, or a fit
+redone with other settings, without retraining.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from llm_ray.core.records import ApproachResult, FitRecord, IsoFlopMinimum
+from llm_ray.reporting.plots import final_ok
+from llm_ray.reporting.text import with_interval
+
+CHINCHILLA_EXPONENT = 0.5  # Hoffmann et al. 2022: N_opt and D_opt both grow as ~C^0.5
+ORDER = ("approach3", "approach2", "approach1")
+
+
+def render_report(fit: FitRecord, table: pd.DataFrame, plan: dict) -> str:
+    lines = [f"# Scaling-law report: sweep `{plan['sweep']['name']}`", ""]
+    lines += answer_section(fit) + cells_section(table, plan) + plots_section(fit)
+    return "\n".join(lines) + "\n"
+
+
+def answer_section(fit: FitRecord) -> list[str]:
+    if fit.error:
+        return [f"**No fit was possible:** {fit.error}", ""]
+    lines = ["## The answer", "",
+             f"Intervals are {int(round(100 * fit.ci_level))}% bootstrap intervals over runs "
+             f"({fit.n_resamples} resamples).", ""]
+    lines += forecast_table(fit)
+    a3 = fit.approach("approach3")
+    if a3.ok:
+        lines.append(f"- **Irreducible loss** (approach 3): E = {with_interval(a3.E, a3.ci.get('E'), '.3f')} nats/token; "
+                     f"no budget trains this data below it. L(N, D) = E + {a3.A:.3g}/N^{a3.alpha:.3f}"
+                     f" + {a3.B:.3g}/D^{a3.beta:.3f} ({'converged' if a3.converged else 'NOT converged'}).")
+    lines += [exponent_line(fit.approach(name)) for name in ORDER if fit.approach(name).status != "missing"]
+    a2 = fit.approach("approach2")
+    if a2.ok:
+        lines += ["", "IsoFLOP minima (approach 2):"]
+        lines += [f"- C = {g.flops:.3g} FLOPs: {minimum_words(g)}" if g.flops is not None
+                  else f"- C = {g.label}: {minimum_words(g)}" for g in a2.budgets]
+    lines += [f"- warning: {w}" for w in fit.warnings]
+    return lines + [""]
+
+
+def forecast_table(fit: FitRecord) -> list[str]:
+    if not fit.forecasts:
+        return []
+    lines = ["| budget C [FLOPs] | approach | N_opt [params] | D_opt [tokens] | predicted loss L |",
+             "|---|---|---|---|---|"]
+    for c in fit.budgets:
+        at = fit.forecasts_at(c)
+        for name in (n for n in ORDER if n in at):
+            f = at[name]
+            lines.append(f"| {c:.3g} | {name[-1]} | {with_interval(f.n_opt, f.ci.get('n_opt'))} | "
+                         f"{with_interval(f.d_opt, f.ci.get('d_opt'))} | {with_interval(f.loss, f.ci.get('loss'))} |")
+    return lines + [""]
+
+
+def exponent_line(a: ApproachResult) -> str:
+    if not a.ok:
+        return f"- {a.label} skipped: {a.reason.removeprefix(a.label + ': ')}"
+    ci = a.ci.get("a")
+    compare = ("no interval." if not ci else
+               "0.5 lies inside the interval." if ci[0] <= CHINCHILLA_EXPONENT <= ci[1] else
+               "0.5 lies outside the interval.")
+    return (f"- **Exponents** ({a.label}): N_opt ∝ C^{with_interval(a.a, ci)}, "
+            f"D_opt ∝ C^{with_interval(a.b, a.ci.get('b'))} (Chinchilla: {CHINCHILLA_EXPONENT} and "
+            f"{CHINCHILLA_EXPONENT}); {compare}")
+
+
+def minimum_words(g: IsoFlopMinimum) -> str:
+    if g.n_opt is None:
+        return g.note or "no minimum (parabola opens downward or too few sizes)"
+    if g.inside:
+        return f"minimum at N ≈ {g.n_opt:.3g}, inside the sampled sizes."
+    way = "larger" if g.n_max is not None and g.n_opt > g.n_max else "smaller"
+    return f"minimum at N ≈ {g.n_opt:.3g} lies OUTSIDE the sampled sizes: widen the ladder toward {way} models."
+
+
+def cells_section(table: pd.DataFrame, plan: dict) -> list[str]:
+    failed = table[table["status"] != "ok"].drop_duplicates("cell_id")
+    lines = ["## Cells", "", f"{table['cell_id'].nunique()} cells planned, {len(failed)} not ok, "
+             f"{len(plan.get('dropped', []))} dropped at planning.", ""]
+    if len(failed):
+        lines += ["| cell | status | reason |", "|---|---|---|"]
+        lines += [f"| {r.cell_id} | {r.status} | {str(r.reason)[:200]} |" for r in failed.itertuples()]
+        lines.append("")
+    lines += [f"- dropped at planning: C={d['budget']:.3g}, N={d['params']}: {d['reason']}"
+              for d in plan.get("dropped", [])]
+    final = final_ok(table)
+    if len(final):
+        lines += ["", "| C [FLOPs] | N | D | D/N | val loss | tok/s | MFU |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.budget:.3g} | {r.params:,} | {r.tokens:.3g} | {r.tokens / r.params:.1f} | "
+                  f"{r.loss:.4f} | {r.tokens_per_s:.0f} | {r.mfu:.2f} |" for r in final.itertuples()]
+    return lines
+
+
+def plots_section(fit: FitRecord) -> list[str]:
+    pngs = list(fit.plots) + ["training_curves.png"] + (["loss_contour.png"] if fit.approach("approach3").ok else [])
+    return ["", "## Plots", ""] + [f"![{p}]({p})" for p in pngs]

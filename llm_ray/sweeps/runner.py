@@ -1,0 +1,233 @@
+"""An IsoFLOP sweep on Ray Tune: plan -> one Tune trial per unfinished cell -> the results table.
+
+Each trial runs one Ray Train + DeepSpeed run (`llm_ray.training.launch`). Cells are keyed by a hash
+of their full training config: re-running a sweep trains only the cells without a finished result,
+so a crashed driver or an added budget costs no retraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from llm_ray.core.config import TrainJobConfig, validate_train_job
+from llm_ray.core.plan import Cell, SweepConfig, cell_key, format_plan, plan_cells
+from llm_ray.core.records import RunRecord
+from llm_ray.io import storage
+from llm_ray.training.launch import RunSpec
+
+# Keys that do not change what a cell trains: excluded from its content key.
+BOOKKEEPING = {"trainer": ("name", "storage_path", "log_every", "checkpoint_every", "num_to_keep",
+                           "max_failures", "peak_flops", "fail_at_step"),
+               "data": ("cache_dir",), "resources": ("address", "local_num_cpus")}
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """A cell of the plan with its content-keyed id and its full training config."""
+
+    cell_id: str
+    cell: Cell
+    job: TrainJobConfig
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What a sweep produced: where it lives, its plan, which cells this call trained, the table."""
+
+    sweep_dir: str
+    plan: dict
+    trained: list
+    table: pd.DataFrame
+    base: TrainJobConfig
+    """The sweep's base job with its paths resolved (storage, data cache, W&B directory)."""
+
+
+def cell_job(base: TrainJobConfig, cell: Cell, cells_dir: str, group: str) -> PlannedCell:
+    """The full training config of one cell, and its content-keyed id (`C2e11-N87.4k-3f9a1c2b7e`)."""
+    model = dataclasses.replace(base.model, n_layer=cell.n_layer, d_model=cell.d_model,
+                                n_head=cell.n_head, d_ff=cell.d_ff)
+    trainer = dataclasses.replace(base.trainer, tokens=float(cell.tokens), lr=cell.lr,
+                                  global_batch_tokens=cell.global_batch_tokens,
+                                  num_workers=cell.num_workers, storage_path=cells_dir)
+    job = dataclasses.replace(base, model=model, trainer=trainer,
+                              wandb=dataclasses.replace(base.wandb, group=group))
+    d = dataclasses.asdict(job)
+    keyed = {k: ({kk: vv for kk, vv in v.items() if kk not in BOOKKEEPING.get(k, ())})
+             for k, v in d.items() if k != "wandb"}
+    cell_id = f"{cell.name}-{cell_key(keyed)}"
+    job = dataclasses.replace(job, trainer=dataclasses.replace(trainer, name=cell_id))
+    validate_train_job(job)
+    return PlannedCell(cell_id=cell_id, cell=cell, job=job)
+
+
+def plan_sweep(base: TrainJobConfig, sweep: SweepConfig) -> tuple[str, list[PlannedCell], dict]:
+    """(sweep directory, planned cells, the plan record written to plan.json); no side effects."""
+    root = storage.to_local_or_url(sweep.storage_path or base.trainer.storage_path)
+    sweep_dir = storage.join(root, sweep.name)
+    m, t = base.model, base.trainer
+    cells, dropped = plan_cells(
+        sweep, seq_len=m.seq_len, vocab_size=m.vocab_size, tie_embeddings=m.tie_embeddings, lr=t.lr,
+        global_batch_tokens=t.global_batch_tokens, micro_batch_tokens=t.micro_batch_size * m.seq_len,
+        warmup_steps=t.warmup_steps, num_workers=t.num_workers)
+    if not cells:
+        raise ValueError("the sweep plan has no cells left after dropping: widen sweep.sizes, "
+                         "sweep.budgets or sweep.tokens_per_param.\n" + format_plan(cells, dropped, 1))
+    planned = [cell_job(base, c, storage.join(sweep_dir, "cells"), group=sweep.name) for c in cells]
+    record = {"sweep": dataclasses.asdict(sweep),
+              "cells": {p.cell_id: {**dataclasses.asdict(p.cell), "name": p.cell.name} for p in planned},
+              "dropped": [dataclasses.asdict(d) for d in dropped],
+              "table": format_plan(cells, dropped, sweep.est_flops_per_s)}
+    return sweep_dir, planned, record
+
+
+def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> SweepRun:
+    """Plan, train the unfinished cells, and write the results table (results.parquet/.csv)."""
+    from llm_ray.sweeps.results import collect_results, write_results
+    from llm_ray.training.launch import resolve_paths
+
+    validate_train_job(base)
+    base = resolve_paths(base)
+    sweep_dir, planned, plan_record = plan_sweep(base, sweep)
+    log(f"sweep {sweep.name}: {sweep_dir}")
+    log(plan_record["table"])
+    if sweep.dry_run:
+        return SweepRun(sweep_dir=sweep_dir, plan=plan_record, trained=[], table=pd.DataFrame(), base=base)
+    storage.write_json(storage.join(sweep_dir, "plan.json"), plan_record)
+
+    cells_dir = storage.join(sweep_dir, "cells")
+    pending = [p for p in planned if not is_finished(storage.join(cells_dir, p.cell_id))]
+    log(f"sweep: {len(planned) - len(pending)} cells already finished (kept), {len(pending)} to train")
+    if pending:
+        train_cells(pending, base, sweep, sweep_dir, n_total=len(planned), log=log)
+    table = collect_results(cells_dir, {p.cell_id: p.cell for p in planned})
+    write_results(table, sweep_dir)
+    return SweepRun(sweep_dir=sweep_dir, plan=plan_record, trained=[p.cell_id for p in pending], table=table,
+                    base=base)
+
+
+def is_finished(run_dir: str) -> bool:
+    path = storage.join(run_dir, "result.json")
+    return storage.exists(path) and RunRecord.from_json(storage.read_json(path)).finished
+
+
+def train_cells(pending: list[PlannedCell], base: TrainJobConfig, sweep: SweepConfig, sweep_dir: str, *,
+                n_total: int, log=print) -> None:
+    """Prepare the data once, measure the peak once, then one Tune trial per pending cell."""
+    from llm_ray.training.launch import init_ray, prepare
+
+    data = prepare(base, log=log)
+    peak = measured_peak(base, log)
+    init_ray(base)
+    specs = [RunSpec(job=dataclasses.replace(p.job, trainer=dataclasses.replace(p.job.trainer, peak_flops=peak)),
+                     data=data, run_dir=storage.join(sweep_dir, "cells", p.cell_id),
+                     cell={"cell_id": p.cell_id, "sweep": sweep.name, "name": p.cell.name,
+                           **dataclasses.asdict(p.cell)},
+                     # sweep.train_in_process (SweepConfig). Sharded and GPU cells use Train workers.
+                     in_process=(sweep.train_in_process and p.cell.num_workers == 1 and not base.resources.use_gpu))
+             for p in pending]
+    # Biggest budgets first: the long cells start early, small ones fill the gaps.
+    specs.sort(key=lambda s: -s.cell["budget"])
+    concurrency = sweep.max_concurrent_trials or default_concurrency(base, max(p.cell.num_workers for p in pending))
+    log(f"sweep: {len(specs)} trials, {concurrency} at a time")
+    tune_cells(specs, sweep_dir, concurrency, n_total=n_total, n_done=n_total - len(pending))
+
+
+def default_concurrency(base: TrainJobConfig, workers_per_cell: int) -> int:
+    """As many trials as the cluster holds: its GPUs, or its CPUs less one for the drivers."""
+    import ray
+
+    if base.resources.use_gpu:
+        return max(1, int(ray.cluster_resources().get("GPU", 1) // workers_per_cell))
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return max(1, int((cpus - 1) // (workers_per_cell * base.resources.cpus_per_worker)))
+
+
+def tune_cells(specs: list[RunSpec], sweep_dir: str, concurrency: int, *, n_total: int, n_done: int) -> None:
+    from ray import tune
+
+    from llm_ray.sweeps.progress import make_progress_callback
+
+    tune_path, tune_fs = storage.ray_storage(sweep_dir)
+    progress = make_progress_callback(n_total, n_done, sum(s.cell["budget"] for s in specs))
+    tuner = tune.Tuner(
+        tune.with_resources(run_cell, lambda config: config["trial"]["resources"]),
+        # Tune resolves objects in a param space only inside the trial: what the driver reads (name,
+        # progress, resources) stays in plain values beside the spec.
+        param_space={"trial": tune.grid_search([{"cell": dict(s.cell), "resources": cell_resources(s), "spec": s}
+                                                for s in specs])},
+        # A fresh process per trial: an in-process cell leaves DeepSpeed's module-level state (its
+        # cached process groups) behind, which the next cell's new process group would not match.
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_name, reuse_actors=False),
+        run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=tune_fs,
+                                  callbacks=[progress], verbose=0),
+    )
+    keep_cloud_secrets_out_of_trial_runtime_env()
+    tuner.fit()
+
+
+def run_cell(config: dict) -> None:
+    """Tune trial driver: one Ray Train + DeepSpeed run. A failure is recorded, not raised, so the
+    sweep goes on and the fit excludes the cell with its reason."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from llm_ray.training.launch import build_trainer
+
+    t_trial_start = time.time()
+    spec: RunSpec = config["trial"]["spec"]
+    try:
+        build_trainer(spec, callbacks=[TuneReportCallback()]).fit()
+    except Exception as err:  # noqa: BLE001 - any training failure is a result of the sweep
+        record = RunRecord.failed(spec.job.trainer.name, f"{type(err).__name__}: {err}", spec.cell)
+        storage.write_json(storage.join(spec.run_dir, "result.json"), record.to_json())
+    # Trial-level timing, for the overhead benchmark (bench/bench_sweep.py).
+    storage.write_json(storage.join(spec.run_dir, "trial.json"),
+                       {"t_trial_start": t_trial_start, "t_trial_end": time.time(), "pid": os.getpid()})
+
+
+def cell_resources(spec: RunSpec) -> dict:
+    """An in-process cell's trial holds its worker's CPUs; otherwise the trial only drives its
+    TorchTrainer and the Train workers hold the real resources."""
+    return {"CPU": spec.job.resources.cpus_per_worker} if spec.in_process else {"CPU": 0.01}
+
+
+def measured_peak(job: TrainJobConfig, log):
+    """Measure the CPU matmul peak once for the whole sweep (not in every trial's start-up)."""
+    if job.trainer.peak_flops is not None or job.resources.use_gpu:
+        return job.trainer.peak_flops
+    import torch
+
+    from llm_ray.training.hardware import measure_matmul_peak
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(job.resources.cpus_per_worker)))
+    peak = measure_matmul_peak(seconds=1.0)
+    torch.set_num_threads(threads)
+    log(f"sweep: measured fp32 matmul peak {peak / 1e9:.1f} GFLOP/s per worker (MFU denominator)")
+    return peak
+
+
+CLOUD_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def keep_cloud_secrets_out_of_trial_runtime_env() -> None:
+    """Ray Tune copies AWS credentials from the driver's environment into every trial's runtime_env,
+    which Ray's runtime-env agent writes to its log and the dashboard shows. Trials inherit
+    credentials from their node's environment anyway (a local cluster's from this process, a
+    cluster's from its pods), so the secrets are taken off Tune's propagation list.
+
+    Reaches into Ray's private `ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE` (checked
+    against Ray 2.60.0); tests/test_ray_internals.py fails loudly if it moves."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE -= set(CLOUD_SECRETS)
+
+
+def trial_name(trial) -> str:
+    """Tune trials are named by their cell id (sweep coordinates + content key)."""
+    return trial.config["trial"]["cell"]["cell_id"]

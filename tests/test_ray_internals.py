@@ -1,0 +1,39 @@
+"""The three places llm-ray reaches into Ray's private modules (checked against Ray 2.60.0) still
+exist: if Ray moves one, this fails loudly here instead of the patch silently doing nothing."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import subprocess
+import sys
+
+
+def test_ray_train_report_loggers_are_where_the_training_loop_quiets_them():
+    from llm_ray.training.loop import _quiet_ray_train_reports
+
+    for name in ("context", "storage", "train_fn_utils"):
+        module = importlib.import_module(f"ray.train.v2._internal.execution.{name}")
+        assert module.__file__
+    _quiet_ray_train_reports()
+    from ray.train.v2._internal.execution import train_fn_utils
+
+    assert logging.getLogger(train_fn_utils.__name__).level == logging.WARNING
+
+
+def test_placement_group_cleaner_logger_names_a_real_module():
+    name = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+    assert importlib.import_module(name).__name__ == name  # the logger quiet_local_workers silences
+
+
+def test_tune_still_propagates_aws_credentials_through_the_set_llm_ray_edits():
+    code = """
+from ray.tune.execution import class_cache
+from llm_ray.sweeps.runner import CLOUD_SECRETS, keep_cloud_secrets_out_of_trial_runtime_env
+assert isinstance(class_cache.ENV_VARS_TO_PROPAGATE, set)
+assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= class_cache.ENV_VARS_TO_PROPAGATE
+keep_cloud_secrets_out_of_trial_runtime_env()
+assert not set(CLOUD_SECRETS) & class_cache.ENV_VARS_TO_PROPAGATE
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
