@@ -220,11 +220,15 @@ def test_sample_batch_starts_cover_every_window_and_stay_in_bounds():
         sample_batch(tokens, 20, 1, seed=0, step=0, rank=0)
 
 
-def test_val_windows_are_the_first_non_overlapping_windows():
+def test_val_windows_are_disjoint_and_spread_over_the_whole_split():
     tokens = np.arange(1000, dtype=np.uint16)
     x, y = val_windows(tokens, seq_len=32, eval_tokens=100)
     assert x.shape == (3, 32) and x.dtype == np.int64
-    assert np.array_equal(x.ravel(), np.arange(96)) and np.array_equal(y.ravel(), np.arange(1, 97))
+    assert np.array_equal(y, x + 1)  # next-token targets
+    starts = x[:, 0]
+    assert starts[0] == 0 and starts[-1] == 1000 - 33  # first and last windows end the split
+    assert (np.diff(starts) >= 32).all()  # disjoint
+    assert (np.diff(x, axis=1) == 1).all()  # contiguous windows
     assert x.flags.writeable and y.flags.writeable  # torch.from_numpy wants writable memory
     with pytest.raises(ValueError, match="trainer.eval_tokens"):
         val_windows(tokens[:64], seq_len=32, eval_tokens=64)

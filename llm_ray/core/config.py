@@ -172,6 +172,16 @@ class TrainerConfig:
     """Validation loss every this many steps (and at step 0 and at the end)."""
     eval_tokens: int = 65536
     """Size of the fixed held-out token set evaluated each time."""
+    divergence_patience: float = 0.05
+    """Divergence rule (llm_ray.core.divergence): a run stops as `diverged` when its loss is not
+    finite, or when after warm-up its smoothed loss stays above its initial value for this fraction
+    of the run's steps (at least 20 steps)."""
+    spike_nats: float = 0.5
+    """A step whose loss jumps this many nats above the moving average is counted as a spike
+    (result.json: n_spikes); the run goes on."""
+    save_weights: bool = True
+    """Write the final weights (fp32 state dict, weights.pt) beside result.json, for the stages that
+    evaluate trained models without retraining them (validation, downstream, compression)."""
     checkpoint_every: int = 100
     """Save a ZeRO checkpoint every this many steps (and at the end); 0: only at the end."""
     num_to_keep: int = 2
@@ -197,6 +207,9 @@ class TrainerConfig:
         _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                  f"trainer.betas={list(self.betas)}: give [beta1, beta2], each in [0, 1).")
         _require(self.warmup_steps >= 0, f"trainer.warmup_steps={self.warmup_steps} must be >= 0.")
+        _require(0 < self.divergence_patience <= 1,
+                 f"trainer.divergence_patience={self.divergence_patience} must be a fraction of the run in (0, 1].")
+        _require(self.spike_nats > 0, f"trainer.spike_nats={self.spike_nats} must be positive.")
         _require(self.checkpoint_every >= 0 and self.num_to_keep >= 1 and self.max_failures >= 0,
                  "trainer.checkpoint_every >= 0, trainer.num_to_keep >= 1 and trainer.max_failures >= 0 "
                  "are required.")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Optional
 
 from llm_ray.core import flops as ledger
-from llm_ray.core.recipes import check_hp_rule, hyper_parameters, shape_for_params
+from llm_ray.core.recipes import (check_hp_rule, check_warmup_rule, hyper_parameters, shape_for_params,
+                                  warmup_steps)
 
 
 @dataclass
@@ -37,7 +37,20 @@ class SweepConfig:
     head_dim: int = 8
     """Per-head width for the `aspect` shape rule (n_head = d_model / head_dim)."""
     hp_rule: str = "fixed"
-    """`fixed` or `deepseek` (llm_ray.core.recipes)."""
+    """Learning-rate and batch rule: `fixed`, `deepseek` or `width` (llm_ray.core.recipes)."""
+    width_ref: int = 64
+    """The `width` rule's reference: the d_model at which a cell's lr equals trainer.lr."""
+    warmup_rule: str = "fixed"
+    """Warm-up rule: `fixed` (trainer.warmup_steps), `fraction` or `params` (llm_ray.core.recipes)."""
+    warmup_fraction: float = 0.1
+    """The `fraction` rule's share of each cell's steps."""
+    max_epochs: float = 1.0
+    """Drop cells that would see the train split more than this many times: the Chinchilla law
+    assumes every token is seen once (Muennighoff et al. 2023 found up to ~4 epochs nearly as good
+    as new data, but not free)."""
+    validate_flops: list = field(default_factory=list)
+    """Held-out budgets: after the fit, the law's recommended model is trained at each and its loss
+    compared with the forecast registered before it trained (llm_ray.stages.validate)."""
     min_tokens: float = 2.0e4
     """Drop cells with fewer training tokens than this."""
     tokens_per_param: list = field(default_factory=lambda: [0.5, 1000.0])
@@ -66,6 +79,11 @@ class SweepConfig:
         if not self.shapes and (not self.sizes or any(float(n) <= 0 for n in self.sizes)):
             raise ValueError(f"sweep.sizes={list(self.sizes)}: give positive parameter counts or sweep.shapes.")
         check_hp_rule(self.hp_rule)
+        check_warmup_rule(self.warmup_rule)
+        if not 0 < self.warmup_fraction < 1 or self.width_ref <= 0 or self.max_epochs <= 0:
+            raise ValueError("sweep.warmup_fraction must be in (0, 1), sweep.width_ref and sweep.max_epochs > 0.")
+        if any(float(c) <= 0 for c in self.validate_flops):
+            raise ValueError(f"sweep.validate_flops={list(self.validate_flops)}: give positive FLOP budgets.")
         lo_hi = list(self.tokens_per_param)
         if len(lo_hi) != 2 or not 0 < lo_hi[0] < lo_hi[1]:
             raise ValueError(f"sweep.tokens_per_param={lo_hi}: give [low, high] with 0 < low < high.")
@@ -89,6 +107,9 @@ class Cell:
     lr: float
     num_workers: int
     flops_per_token: float
+    warmup_steps: int = 0
+    epochs: Optional[float] = None
+    """D / tokens in the train split (None before the data is prepared)."""
 
     @property
     def name(self) -> str:
@@ -107,52 +128,86 @@ class Dropped:
     reason: str
 
 
-def plan_cells(sweep: SweepConfig, *, seq_len: int, vocab_size: int, tie_embeddings: bool,
-               lr: float, global_batch_tokens: int, micro_batch_tokens: int, warmup_steps: int,
-               num_workers: int) -> tuple[list[Cell], list[Dropped]]:
-    """The grid budgets x shapes, each cell sized by the exact ledger; dropped cells with reasons."""
-    shapes = []
-    if sweep.shapes:
-        for s in sweep.shapes:
-            d = int(s["d_model"])
-            shapes.append(ledger.Shape(n_layer=int(s["n_layer"]), d_model=d, n_head=int(s["n_head"]),
-                                       d_ff=int(s.get("d_ff") or 4 * d), seq_len=seq_len,
-                                       vocab_size=vocab_size, tie_embeddings=tie_embeddings))
-    else:
-        for n in sweep.sizes:
-            s = shape_for_params(n, seq_len=seq_len, vocab_size=vocab_size, head_dim=sweep.head_dim,
-                                 aspect_ratio=sweep.aspect_ratio, tie_embeddings=tie_embeddings)
-            if s not in shapes:
-                shapes.append(s)
+@dataclass(frozen=True)
+class PlanContext:
+    """What the plan needs besides the sweep: the model's fixed dimensions, the trainer's settings,
+    and (once the data is prepared) how many tokens the train split holds."""
+
+    seq_len: int
+    vocab_size: int
+    tie_embeddings: bool
+    lr: float
+    global_batch_tokens: int
+    micro_batch_tokens: int
+    warmup_steps: int
+    num_workers: int
+    train_tokens: Optional[int] = None
+    """Tokens in the train split; None (not prepared yet): epochs are not known or checked."""
+
+
+def plan_cells(sweep: SweepConfig, **context) -> tuple[list[Cell], list[Dropped]]:
+    """The grid budgets x shapes, each cell sized by the exact ledger; dropped cells with reasons.
+    `context`: the fields of PlanContext."""
+    ctx = PlanContext(**context)
     cells, dropped = [], []
-    lo, hi = sweep.tokens_per_param
     for budget in sorted(float(b) for b in sweep.budgets):
-        for s in shapes:
-            n = ledger.param_count(s)
-            per_token = ledger.flops_per_token(s).exact
-            tokens = budget / per_token
-            cell_lr, batch = hyper_parameters(sweep.hp_rule, budget, lr=lr,
-                                              global_batch_tokens=global_batch_tokens,
-                                              batch_quantum=micro_batch_tokens * num_workers)
-            steps = int(round(tokens / batch))
-            reason = None
-            if tokens < sweep.min_tokens:
-                reason = f"D={tokens:.3g} tokens < sweep.min_tokens={sweep.min_tokens:g}"
-            elif not lo <= tokens / n.total <= hi:
-                reason = f"D/N={tokens / n.total:.3g} outside sweep.tokens_per_param=[{lo:g}, {hi:g}]"
-            elif steps < warmup_steps + sweep.min_steps_over_warmup:
-                reason = (f"{steps} steps < warm-up {warmup_steps} + "
-                          f"sweep.min_steps_over_warmup={sweep.min_steps_over_warmup}")
-            if reason:
-                dropped.append(Dropped(budget=budget, params=n.total, reason=reason))
-                continue
-            cells.append(Cell(
-                budget=budget, n_layer=s.n_layer, d_model=s.d_model, n_head=s.n_head, d_ff=s.d_ff,
-                params=n.total, params_non_embedding=n.non_embedding, tokens=steps * batch,
-                steps=steps, global_batch_tokens=batch, lr=cell_lr,
-                num_workers=num_workers if n.total > sweep.shard_above_params else 1,
-                flops_per_token=per_token))
+        for shape in ladder_shapes(sweep, ctx):
+            planned = plan_cell(sweep, ctx, budget, shape)
+            (cells if isinstance(planned, Cell) else dropped).append(planned)
     return cells, dropped
+
+
+def ladder_shapes(sweep: SweepConfig, ctx: PlanContext) -> list[ledger.Shape]:
+    """sweep.shapes as given, or the `aspect` shape nearest each of sweep.sizes (duplicates once)."""
+    if sweep.shapes:
+        return [ledger.Shape(n_layer=int(s["n_layer"]), d_model=int(s["d_model"]), n_head=int(s["n_head"]),
+                             d_ff=int(s.get("d_ff") or 4 * int(s["d_model"])), seq_len=ctx.seq_len,
+                             vocab_size=ctx.vocab_size, tie_embeddings=ctx.tie_embeddings) for s in sweep.shapes]
+    return list(dict.fromkeys(size_to_shape(sweep, ctx, n) for n in sweep.sizes))
+
+
+def size_to_shape(sweep: SweepConfig, ctx: PlanContext, params: float) -> ledger.Shape:
+    return shape_for_params(params, seq_len=ctx.seq_len, vocab_size=ctx.vocab_size, head_dim=sweep.head_dim,
+                            aspect_ratio=sweep.aspect_ratio, tie_embeddings=ctx.tie_embeddings)
+
+
+def plan_cell(sweep: SweepConfig, ctx: PlanContext, budget: float, s: ledger.Shape, *,
+              check_ratio: bool = True):
+    """One cell under the sweep's recipes, or why it is dropped (`check_ratio=False`: keep a D/N
+    outside sweep.tokens_per_param, as a validation run at the forecast N_opt does)."""
+    n = ledger.param_count(s)
+    per_token = ledger.flops_per_token(s).exact
+    cell_lr, batch = hyper_parameters(sweep.hp_rule, budget, lr=ctx.lr, global_batch_tokens=ctx.global_batch_tokens,
+                                      batch_quantum=ctx.micro_batch_tokens * ctx.num_workers, d_model=s.d_model,
+                                      width_ref=sweep.width_ref)
+    steps = int(round(budget / per_token / batch))
+    warmup = warmup_steps(sweep.warmup_rule, steps=steps, params=n.total, batch_tokens=batch,
+                          fixed=ctx.warmup_steps, fraction=sweep.warmup_fraction)
+    tokens = steps * batch
+    epochs = tokens / ctx.train_tokens if ctx.train_tokens else None
+    reason = drop_reason(sweep, budget / per_token, n.total, steps, warmup, epochs, check_ratio)
+    if reason:
+        return Dropped(budget=budget, params=n.total, reason=reason)
+    return Cell(budget=budget, n_layer=s.n_layer, d_model=s.d_model, n_head=s.n_head, d_ff=s.d_ff,
+                params=n.total, params_non_embedding=n.non_embedding, tokens=tokens, steps=steps,
+                global_batch_tokens=batch, lr=cell_lr, warmup_steps=warmup, epochs=epochs,
+                num_workers=ctx.num_workers if n.total > sweep.shard_above_params else 1,
+                flops_per_token=per_token)
+
+
+def drop_reason(sweep: SweepConfig, tokens: float, params: int, steps: int, warmup: int,
+                epochs: Optional[float], check_ratio: bool) -> Optional[str]:
+    lo, hi = sweep.tokens_per_param
+    if tokens < sweep.min_tokens:
+        return f"D={tokens:.3g} tokens < sweep.min_tokens={sweep.min_tokens:g}"
+    if check_ratio and not lo <= tokens / params <= hi:
+        return f"D/N={tokens / params:.3g} outside sweep.tokens_per_param=[{lo:g}, {hi:g}]"
+    if steps < warmup + sweep.min_steps_over_warmup:
+        return f"{steps} steps < warm-up {warmup} + sweep.min_steps_over_warmup={sweep.min_steps_over_warmup}"
+    if epochs is not None and epochs > sweep.max_epochs:
+        return (f"{epochs:.2f} epochs of the train split > sweep.max_epochs={sweep.max_epochs:g} (repeated "
+                f"tokens; the law assumes each is seen once): add text (data.sources) or lower the budget")
+    return None
 
 
 def cell_key(job_dict: dict) -> str:
@@ -168,17 +223,20 @@ def estimate_seconds(cell: Cell, flops_per_s: float) -> float:
 
 def format_plan(cells: list[Cell], dropped: list[Dropped], flops_per_s: float) -> str:
     """The plan as a table a person reads before launching."""
-    head = f"{'budget C':>10} {'shape (L x d, h)':>18} {'N':>8} {'D':>9} {'D/N':>7} {'steps':>6} {'lr':>8} {'workers':>7} {'est':>6}"
+    head = (f"{'budget C':>10} {'shape (L x d, h)':>18} {'N':>8} {'D':>9} {'D/N':>7} {'epochs':>6} {'steps':>6} "
+            f"{'warmup':>6} {'lr':>8} {'workers':>7} {'est':>6}")
     lines = [head, "-" * len(head)]
     for c in cells:
+        epochs = f"{c.epochs:6.2f}" if c.epochs is not None else f"{'n/a':>6}"
         lines.append(f"{c.budget:10.3g} {f'{c.n_layer} x {c.d_model}, {c.n_head}':>18} {_count(c.params):>8} "
-                     f"{c.tokens:9.3g} {c.tokens_per_param:7.1f} {c.steps:6d} {c.lr:8.2e} {c.num_workers:7d} "
-                     f"{estimate_seconds(c, flops_per_s):5.0f}s")
+                     f"{c.tokens:9.3g} {c.tokens_per_param:7.1f} {epochs} {c.steps:6d} {c.warmup_steps:6d} "
+                     f"{c.lr:8.2e} {c.num_workers:7d} {estimate_seconds(c, flops_per_s):5.0f}s")
     total = sum(estimate_seconds(c, flops_per_s) for c in cells)
     lines.append(f"{len(cells)} cells, ~{total / 60:.1f} min of training at {flops_per_s:.2g} FLOP/s per worker"
                  " (before parallelism and start-up)")
-    for d in dropped:
-        lines.append(f"dropped C={d.budget:.3g} N={_count(d.params)}: {d.reason}")
+    if cells and cells[0].epochs is None:
+        lines.append("epochs: n/a until the corpus is prepared (a dry run does not prepare it)")
+    lines += [f"dropped C={d.budget:.3g} N={_count(d.params)}: {d.reason}" for d in dropped]
     return "\n".join(lines)
 
 

@@ -4,14 +4,23 @@ A recipe is a rule that turns a cell's coordinates (budget C, shape) into settin
 in config (`sweep.hp_rule`, ...) so that a sweep says which opinion it holds, and pure so that the
 plan is computed, printed and tested before anything trains.
 
-Hyper-parameter rules (`sweep.hp_rule`):
+Learning-rate and batch rules (`sweep.hp_rule`):
 - `fixed`: the trainer's lr and global batch for every cell.
 - `deepseek`: DeepSeek LLM (2024, eq. 1) power laws in C, lr = 0.3118 * C^-0.1250 and batch
   B = 0.2920 * C^0.3271 tokens, rounded to whole micro-batches.
+- `width`: lr = trainer.lr * sweep.width_ref / d_model, batch fixed: Adam's stable and optimal
+  step size for hidden matrices shrinks as 1/fan_in (muP, Yang et al. 2022, "Tensor Programs V",
+  Table 3), so a wider model gets a proportionally smaller lr; trainer.lr is tuned at d_model =
+  sweep.width_ref.
 
-Shape rule (`aspect`, the only one): d_model a multiple of head_dim, n_layer = round(d_model /
-aspect_ratio), d_ff = 4 d_model (Kaplan et al. 2020 found loss flat in aspect ratio over a wide
-range; ~32-64 is typical at small scale); the size closest to the target N is taken.
+Warm-up rules (`sweep.warmup_rule`):
+- `fixed`: trainer.warmup_steps for every cell.
+- `fraction`: sweep.warmup_fraction of the cell's own steps (Marin's Delphi recipe: 10% warm-up,
+  which fixed its first fit's divergence when extrapolated).
+- `params`: as many warm-up tokens as the model has parameters (Porian et al. 2024, "Resolving
+  Discrepancies in Compute-Optimal Scaling of Language Models", Sec. 3.3: warm-up = N tokens).
+Every rule keeps at least one warm-up step.
+
 """
 
 from __future__ import annotations
@@ -20,22 +29,40 @@ import math
 
 from llm_ray.core import flops as ledger
 
-HP_RULES = ("fixed", "deepseek")
+HP_RULES = ("fixed", "deepseek", "width")
+WARMUP_RULES = ("fixed", "fraction", "params")
 
 
 def check_hp_rule(rule: str) -> None:
     if rule not in HP_RULES:
-        raise ValueError(f"sweep.hp_rule={rule!r}: use `fixed` or `deepseek`.")
+        raise ValueError(f"sweep.hp_rule={rule!r}: use one of {', '.join(HP_RULES)}.")
+
+
+def check_warmup_rule(rule: str) -> None:
+    if rule not in WARMUP_RULES:
+        raise ValueError(f"sweep.warmup_rule={rule!r}: use one of {', '.join(WARMUP_RULES)}.")
 
 
 def hyper_parameters(rule: str, budget: float, *, lr: float, global_batch_tokens: int,
-                     batch_quantum: int) -> tuple[float, int]:
+                     batch_quantum: int, d_model: int = 0, width_ref: int = 64) -> tuple[float, int]:
     """(lr, global batch tokens) for a cell under the named rule."""
     check_hp_rule(rule)
     if rule == "deepseek":
         b = 0.2920 * budget ** 0.3271
         return 0.3118 * budget ** -0.1250, max(batch_quantum, int(round(b / batch_quantum)) * batch_quantum)
+    if rule == "width":
+        return lr * width_ref / d_model, global_batch_tokens
     return lr, global_batch_tokens
+
+
+def warmup_steps(rule: str, *, steps: int, params: int, batch_tokens: int, fixed: int, fraction: float) -> int:
+    """Linear warm-up steps of a cell under the named rule (at least 1)."""
+    check_warmup_rule(rule)
+    if rule == "fraction":
+        return max(1, int(round(fraction * steps)))
+    if rule == "params":
+        return max(1, int(round(params / batch_tokens)))
+    return max(1, fixed)
 
 
 def shape_for_params(target: float, *, seq_len: int, vocab_size: int, aspect_ratio: float,

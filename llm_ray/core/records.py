@@ -78,10 +78,21 @@ class RunRecord:
     resumed_from_step: Optional[int] = None
     pid: Optional[int] = None
     local_param_fraction: Optional[float] = None
+    epochs: Optional[float] = None
+    """D / tokens in the train split: how often the run saw its data (> 1: repeated tokens)."""
+    n_spikes: int = 0
+    """Loss spikes the divergence rule counted and the run survived (llm_ray.core.divergence)."""
+    max_spike: Optional[float] = None
+    weights: Optional[str] = None
+    """File name of the final weights beside result.json (weights.pt), None if not saved."""
     cell: Mapping[str, Any] = field(default_factory=dict)
     """The sweep cell this run trained (empty for a single run)."""
     model: Mapping[str, Any] = field(default_factory=dict)
     deepspeed: Mapping[str, Any] = field(default_factory=dict)
+    job: Mapping[str, Any] = field(default_factory=dict)
+    """The run's whole training config (TrainJobConfig as a dict): later stages rebuild from it."""
+    data: Mapping[str, Any] = field(default_factory=dict)
+    """The prepared data it trained on (PreparedData as a dict: tokenizer, shards, token counts)."""
     history: tuple = ()
     """Every logged step as written to metrics.json (dicts: step, tokens, flops_*, losses, lr...)."""
     schema: int = RUN_SCHEMA

@@ -44,13 +44,15 @@ def sample_batch(tokens: np.ndarray, seq_len: int, batch_size: int, *, seed: int
 
 
 def val_windows(tokens: np.ndarray, seq_len: int, eval_tokens: int) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed held-out set: the first floor(eval_tokens / seq_len) non-overlapping windows."""
+    """The fixed held-out set: floor(eval_tokens / seq_len) non-overlapping windows spread evenly over
+    the whole validation split, so that the loss is measured on every held-out document rather than
+    on whichever ones happen to come first (a loss on one or two files is a noisy, biased number)."""
     n = eval_tokens // seq_len
     if n < 1 or len(tokens) < n * seq_len + 1:
         raise ValueError(
             f"trainer.eval_tokens={eval_tokens} with model.seq_len={seq_len} needs "
             f"{max(n, 1) * seq_len + 1} validation tokens; the val split has {len(tokens)}: lower "
             f"trainer.eval_tokens or add text.")
-    x = np.array(tokens[:n * seq_len], dtype=np.int64).reshape(n, seq_len)
-    y = np.array(tokens[1:n * seq_len + 1], dtype=np.int64).reshape(n, seq_len)
-    return x, y
+    starts = np.linspace(0, len(tokens) - seq_len - 1, n).astype(np.int64)  # gaps >= seq_len: disjoint
+    w = np.asarray(tokens)[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
+    return np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])

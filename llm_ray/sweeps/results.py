@@ -19,18 +19,20 @@ COLUMNS = [
     "cell_id", "run_id", "budget", "n_layer", "d_model", "n_head", "d_ff", "params",
     "params_non_embedding", "step", "tokens", "flops", "flops_kaplan", "flops_deepseek",
     "train_loss", "val_loss", "loss", "lr", "final", "status", "reason", "wall_s", "tokens_per_s",
-    "mfu",
+    "mfu", "epochs", "n_spikes", "role",
 ]
+ROLES = ("sweep", "validation")
+"""`sweep` rows are fitted; `validation` rows (held-out budgets, llm_ray.stages.validate) never are."""
 
 
-def collect_results(cells_dir: str, cells: dict) -> pd.DataFrame:
+def collect_results(cells_dir: str, cells: dict, role: str = "sweep") -> pd.DataFrame:
     """Rows from every planned cell's RunRecord (result.json); cells without one appear as `missing`."""
     rows = []
     for cell_id, cell in cells.items():
         path = storage.join(cells_dir, cell_id, "result.json")
         rec = (RunRecord.from_json(storage.read_json(path)) if storage.exists(path) else
                RunRecord(run_id=cell_id, status="missing", reason="no result (not run or interrupted)"))
-        rows += cell_rows(cell_id, cell, rec)
+        rows += [{**row, "role": role} for row in cell_rows(cell_id, cell, rec)]
     df = pd.DataFrame(rows)
     for col in COLUMNS:
         if col not in df:
@@ -46,7 +48,8 @@ def cell_rows(cell_id: str, cell, rec: RunRecord) -> list[dict]:
     base = {"cell_id": cell_id, "run_id": cell.name, "budget": cell.budget, "n_layer": cell.n_layer,
             "d_model": cell.d_model, "n_head": cell.n_head, "d_ff": cell.d_ff, "params": cell.params,
             "params_non_embedding": cell.params_non_embedding, "status": rec.status, "reason": rec.reason,
-            "wall_s": rec.wall_s, "tokens_per_s": rec.tokens_per_s, "mfu": rec.mfu}
+            "wall_s": rec.wall_s, "tokens_per_s": rec.tokens_per_s, "mfu": rec.mfu, "epochs": rec.epochs,
+            "n_spikes": rec.n_spikes}
     evals = rec.eval_points()
     if not evals:
         return [{**base, "step": 0, "tokens": math.nan, "flops": math.nan, "loss": math.nan, "final": True}]

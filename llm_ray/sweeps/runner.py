@@ -11,12 +11,14 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import pandas as pd
 
 from llm_ray.core.config import TrainJobConfig, validate_train_job
-from llm_ray.core.plan import Cell, SweepConfig, cell_key, format_plan, plan_cells
+from llm_ray.core.plan import Cell, PlanContext, SweepConfig, cell_key, format_plan, plan_cells
 from llm_ray.core.records import RunRecord
+from llm_ray.data import PreparedData
 from llm_ray.io import storage
 from llm_ray.training.launch import RunSpec
 
@@ -52,7 +54,7 @@ def cell_job(base: TrainJobConfig, cell: Cell, cells_dir: str, group: str) -> Pl
     model = dataclasses.replace(base.model, n_layer=cell.n_layer, d_model=cell.d_model,
                                 n_head=cell.n_head, d_ff=cell.d_ff)
     trainer = dataclasses.replace(base.trainer, tokens=float(cell.tokens), lr=cell.lr,
-                                  global_batch_tokens=cell.global_batch_tokens,
+                                  warmup_steps=cell.warmup_steps, global_batch_tokens=cell.global_batch_tokens,
                                   num_workers=cell.num_workers, storage_path=cells_dir)
     job = dataclasses.replace(base, model=model, trainer=trainer,
                               wandb=dataclasses.replace(base.wandb, group=group))
@@ -65,20 +67,26 @@ def cell_job(base: TrainJobConfig, cell: Cell, cells_dir: str, group: str) -> Pl
     return PlannedCell(cell_id=cell_id, cell=cell, job=job)
 
 
-def plan_sweep(base: TrainJobConfig, sweep: SweepConfig) -> tuple[str, list[PlannedCell], dict]:
-    """(sweep directory, planned cells, the plan record written to plan.json); no side effects."""
+def plan_context(base: TrainJobConfig, train_tokens: Optional[int]) -> PlanContext:
+    m, t = base.model, base.trainer
+    return PlanContext(seq_len=m.seq_len, vocab_size=m.vocab_size, tie_embeddings=m.tie_embeddings, lr=t.lr,
+                       global_batch_tokens=t.global_batch_tokens, micro_batch_tokens=t.micro_batch_size * m.seq_len,
+                       warmup_steps=t.warmup_steps, num_workers=t.num_workers, train_tokens=train_tokens)
+
+
+def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[PreparedData] = None
+               ) -> tuple[str, list[PlannedCell], dict]:
+    """(sweep directory, planned cells, the plan record written to plan.json); no side effects.
+    Without `data` (a dry run) epochs are unknown and sweep.max_epochs is not applied."""
     root = storage.to_local_or_url(sweep.storage_path or base.trainer.storage_path)
     sweep_dir = storage.join(root, sweep.name)
-    m, t = base.model, base.trainer
-    cells, dropped = plan_cells(
-        sweep, seq_len=m.seq_len, vocab_size=m.vocab_size, tie_embeddings=m.tie_embeddings, lr=t.lr,
-        global_batch_tokens=t.global_batch_tokens, micro_batch_tokens=t.micro_batch_size * m.seq_len,
-        warmup_steps=t.warmup_steps, num_workers=t.num_workers)
+    ctx = plan_context(base, data.n_train_tokens if data else None)
+    cells, dropped = plan_cells(sweep, **dataclasses.asdict(ctx))
     if not cells:
         raise ValueError("the sweep plan has no cells left after dropping: widen sweep.sizes, "
-                         "sweep.budgets or sweep.tokens_per_param.\n" + format_plan(cells, dropped, 1))
+                         "sweep.budgets or sweep.tokens_per_param, or add text.\n" + format_plan(cells, dropped, 1))
     planned = [cell_job(base, c, storage.join(sweep_dir, "cells"), group=sweep.name) for c in cells]
-    record = {"sweep": dataclasses.asdict(sweep),
+    record = {"sweep": dataclasses.asdict(sweep), "train_tokens": ctx.train_tokens,
               "cells": {p.cell_id: {**dataclasses.asdict(p.cell), "name": p.cell.name} for p in planned},
               "dropped": [dataclasses.asdict(d) for d in dropped],
               "table": format_plan(cells, dropped, sweep.est_flops_per_s)}
@@ -88,11 +96,12 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig) -> tuple[str, list[Plan
 def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> SweepRun:
     """Plan, train the unfinished cells, and write the results table (results.parquet/.csv)."""
     from llm_ray.sweeps.results import collect_results, write_results
-    from llm_ray.training.launch import resolve_paths
+    from llm_ray.training.launch import prepare, resolve_paths
 
     validate_train_job(base)
     base = resolve_paths(base)
-    sweep_dir, planned, plan_record = plan_sweep(base, sweep)
+    data = None if sweep.dry_run else prepare(base, log=log)
+    sweep_dir, planned, plan_record = plan_sweep(base, sweep, data)
     log(f"sweep {sweep.name}: {sweep_dir}")
     log(plan_record["table"])
     if sweep.dry_run:
@@ -103,7 +112,7 @@ def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> Swee
     pending = [p for p in planned if not is_finished(storage.join(cells_dir, p.cell_id))]
     log(f"sweep: {len(planned) - len(pending)} cells already finished (kept), {len(pending)} to train")
     if pending:
-        train_cells(pending, base, sweep, sweep_dir, n_total=len(planned), log=log)
+        train_cells(pending, base, data, sweep, sweep_dir, n_total=len(planned), log=log)
     table = collect_results(cells_dir, {p.cell_id: p.cell for p in planned})
     write_results(table, sweep_dir)
     return SweepRun(sweep_dir=sweep_dir, plan=plan_record, trained=[p.cell_id for p in pending], table=table,
@@ -115,16 +124,16 @@ def is_finished(run_dir: str) -> bool:
     return storage.exists(path) and RunRecord.from_json(storage.read_json(path)).finished
 
 
-def train_cells(pending: list[PlannedCell], base: TrainJobConfig, sweep: SweepConfig, sweep_dir: str, *,
-                n_total: int, log=print) -> None:
-    """Prepare the data once, measure the peak once, then one Tune trial per pending cell."""
-    from llm_ray.training.launch import init_ray, prepare
+def train_cells(pending: list[PlannedCell], base: TrainJobConfig, data: PreparedData, sweep: SweepConfig,
+                stage_dir: str, *, n_total: int, log=print) -> None:
+    """Measure the peak once, then one Tune trial per pending cell: each writes into
+    `<stage_dir>/cells/<cell_id>`, Tune's own state goes to `<stage_dir>/tune`."""
+    from llm_ray.training.launch import init_ray
 
-    data = prepare(base, log=log)
     peak = measured_peak(base, log)
     init_ray(base)
     specs = [RunSpec(job=dataclasses.replace(p.job, trainer=dataclasses.replace(p.job.trainer, peak_flops=peak)),
-                     data=data, run_dir=storage.join(sweep_dir, "cells", p.cell_id),
+                     data=data, run_dir=storage.join(stage_dir, "cells", p.cell_id),
                      cell={"cell_id": p.cell_id, "sweep": sweep.name, "name": p.cell.name,
                            **dataclasses.asdict(p.cell)},
                      # sweep.train_in_process (SweepConfig). Sharded and GPU cells use Train workers.
@@ -134,7 +143,7 @@ def train_cells(pending: list[PlannedCell], base: TrainJobConfig, sweep: SweepCo
     specs.sort(key=lambda s: -s.cell["budget"])
     concurrency = sweep.max_concurrent_trials or default_concurrency(base, max(p.cell.num_workers for p in pending))
     log(f"sweep: {len(specs)} trials, {concurrency} at a time")
-    tune_cells(specs, sweep_dir, concurrency, n_total=n_total, n_done=n_total - len(pending))
+    tune_cells(specs, stage_dir, concurrency, n_total=n_total, n_done=n_total - len(pending))
 
 
 def default_concurrency(base: TrainJobConfig, workers_per_cell: int) -> int:
@@ -147,12 +156,12 @@ def default_concurrency(base: TrainJobConfig, workers_per_cell: int) -> int:
     return max(1, int((cpus - 1) // (workers_per_cell * base.resources.cpus_per_worker)))
 
 
-def tune_cells(specs: list[RunSpec], sweep_dir: str, concurrency: int, *, n_total: int, n_done: int) -> None:
+def tune_cells(specs: list[RunSpec], stage_dir: str, concurrency: int, *, n_total: int, n_done: int) -> None:
     from ray import tune
 
     from llm_ray.sweeps.progress import make_progress_callback
 
-    tune_path, tune_fs = storage.ray_storage(sweep_dir)
+    tune_path, tune_fs = storage.ray_storage(stage_dir)
     progress = make_progress_callback(n_total, n_done, sum(s.cell["budget"] for s in specs))
     tuner = tune.Tuner(
         tune.with_resources(run_cell, lambda config: config["trial"]["resources"]),

@@ -138,3 +138,32 @@ def load(engine, directory: str) -> dict:
     if client_state is None:
         raise RuntimeError(f"no DeepSpeed checkpoint with tag {CKPT_TAG!r} in {directory}")
     return client_state
+
+
+def full_state_dict(engine) -> dict:
+    """The model's whole state dict in fp32 on the CPU, on every rank (all ranks must call it: under
+    ZeRO-3 the parameters are gathered from their shards first). Tied tensors stay tied."""
+    import deepspeed
+
+    params = list(engine.module.parameters())
+    gather = (deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+              if engine.zero_optimization_stage() == 3 else contextlib.nullcontext())
+    with gather:
+        copies: dict = {}
+        return {k: copies.setdefault(v.data_ptr(), v.detach().float().cpu().clone())
+                for k, v in engine.module.state_dict().items()}
+
+
+def grad_norm_before_step(engine) -> float | None:
+    """The global L2 norm of the (averaged) gradients, read before engine.step() at the accumulation
+    boundary. DeepSpeed keeps this number only inside its ZeRO and bf16 optimizers
+    (engine.get_global_grad_norm() is None for ZeRO-0 in fp32, where it clips but discards it), so
+    for that path it is computed here; elsewhere None (read DeepSpeed's after the step)."""
+    import torch
+
+    if engine.zero_optimization() or engine.bfloat16_enabled() or engine.fp16_enabled():
+        return None
+    grads = [p.grad.detach().float() for p in engine.module.parameters() if p.grad is not None]
+    if not grads:
+        return None
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))

@@ -10,7 +10,6 @@ exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import tempfile
@@ -22,8 +21,12 @@ import torch.distributed as dist
 
 from llm_ray.core import flops as ledger
 from llm_ray.core.config import batch_geometry, total_steps
+from llm_ray.core.divergence import LossWatch, patience_steps
 from llm_ray.core.records import RunRecord
 from llm_ray.io import storage
+
+
+WEIGHTS = "weights.pt"
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -88,7 +91,11 @@ class WorkerRun:
         self.logger = self._logger()
 
         self.status, self.reason = "ok", ""
-        self.initial_loss = next((r["train_loss"] for r in self.history if "train_loss" in r), None)
+        self.watch = LossWatch(warmup_steps=self.t.warmup_steps, spike_nats=self.t.spike_nats,
+                               patience=patience_steps(self.steps, self.t.divergence_patience))
+        for r in self.history:  # a resumed run's watch continues where the checkpoint left it
+            if "train_loss" in r:
+                self.watch.update(r["step"], r["train_loss"])
         self.t_first_step = self.t_last_step = None
         self.train_time = sum(r.get("step_time_s", 0.0) for r in self.history)
         self.window_t, self.window_tokens = time.perf_counter(), 0
@@ -161,16 +168,19 @@ class WorkerRun:
     def train_step(self, step: int) -> dict:
         """One optimizer step over grad_accum micro-batches; returns the step's history row."""
         from llm_ray.data import sample_batch
+        from llm_ray.training import engine as ds
 
         t0 = time.perf_counter()
         if self.t_first_step is None:
             self.t_first_step = time.time()
-        loss_sum = 0.0
+        loss_sum, grad_norm = 0.0, None
         for micro in range(self.grad_accum):
             x, y = sample_batch(self.train_tokens, self.m.seq_len, self.t.micro_batch_size,
                                 seed=self.t.seed, step=step, rank=self.rank, micro=micro)
             _, loss = self.engine(self._to_device(x), self._to_device(y))
             self.engine.backward(loss)
+            if micro == self.grad_accum - 1:  # the accumulation boundary: gradients are complete
+                grad_norm = ds.grad_norm_before_step(self.engine)
             self.engine.step()
             loss_sum += loss.item()
         train_loss = self._all_mean(loss_sum / self.grad_accum)
@@ -178,21 +188,18 @@ class WorkerRun:
         self.t_last_step = time.time()
         self.train_time += step_time
         self.window_tokens += self.t.global_batch_tokens
-        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is None:
+            grad_norm = self.engine.get_global_grad_norm()
         return {**self.base_row(step + 1), "train_loss": train_loss, "lr": self.scheduler.get_last_lr()[0],
                 "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                 "step_time_s": step_time}
 
     def check_divergence(self, row: dict) -> None:
-        """Stop a run whose loss is non-finite, or above its initial value after warm-up."""
-        loss, done = row["train_loss"], row["step"]
-        if self.initial_loss is None:
-            self.initial_loss = loss
-        if not math.isfinite(loss):
-            self.status, self.reason = "diverged", f"train loss {loss} at step {done}"
-        elif done > self.t.warmup_steps and loss > self.initial_loss + 0.5:
-            self.status, self.reason = "diverged", (f"train loss {loss:.3f} above its initial value "
-                                                    f"{self.initial_loss:.3f} at step {done}")
+        """The divergence rule (llm_ray.core.divergence): stop on a non-finite loss, or on a smoothed
+        loss that stays above its initial value; count spikes and go on."""
+        reason = self.watch.update(row["step"], row["train_loss"])
+        if reason:
+            self.status, self.reason = "diverged", reason
 
     def is_last(self, row: dict) -> bool:
         return row["step"] == self.steps or self.status != "ok"
@@ -270,16 +277,33 @@ class WorkerRun:
     # ---- the end ---------------------------------------------------------------------------------
 
     def write_result(self) -> None:
-        """Rank 0 writes result.json (a RunRecord) and metrics.json, and closes its W&B run."""
+        """Rank 0 writes the final weights, metrics.json and, last, result.json (a RunRecord: a run
+        with a result.json is finished, so everything it names exists), and closes its W&B run."""
+        weights = self.save_weights()
         if self.rank != 0:
             return
-        record = self.final_record()
+        record = self.final_record(weights)
         storage.write_json(storage.join(self.spec.run_dir, "metrics.json"), self.history)
         storage.write_json(storage.join(self.spec.run_dir, "result.json"), record.to_json())
         self.logger.summary({k: v for k, v in dataclasses.asdict(record).items() if isinstance(v, (int, float, str))})
         self.logger.finish()
 
-    def final_record(self) -> RunRecord:
+    def save_weights(self):
+        """weights.pt beside result.json: the fp32 state dict (every rank joins the ZeRO-3 gather)."""
+        if not self.t.save_weights or self.status != "ok":
+            return None
+        import io
+
+        from llm_ray.training import engine as ds
+
+        state = ds.full_state_dict(self.engine)
+        if self.rank == 0:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            storage.write_bytes_atomic(storage.join(self.spec.run_dir, WEIGHTS), buf.getvalue())
+        return WEIGHTS
+
+    def final_record(self, weights) -> RunRecord:
         final = self.history[-1]
         tokens = final["tokens"]
         evals = [r["val_loss"] for r in self.history if "val_loss" in r]
@@ -298,8 +322,11 @@ class WorkerRun:
             train_time_s=self.train_time, tokens_per_s=tok_s,
             mfu=ledger.mfu(tok_s, self.per_token.exact, self.peak * self.world),
             peak_flops_per_worker=self.peak, world_size=self.world, resumed_from_step=self.resumed_from,
-            pid=os.getpid(), local_param_fraction=self.local_numel / self.n_params, cell=dict(self.spec.cell),
+            pid=os.getpid(), local_param_fraction=self.local_numel / self.n_params,
+            epochs=tokens / self.spec.data.n_train_tokens, n_spikes=self.watch.n_spikes,
+            max_spike=self.watch.max_spike, weights=weights, cell=dict(self.spec.cell),
             model=dataclasses.asdict(self.m), deepspeed=dataclasses.asdict(self.spec.job.deepspeed),
+            job=dataclasses.asdict(self.spec.job), data=self.spec.data.to_dict(),
             history=tuple(self.history))
 
     # ---- helpers -------------------------------------------------------------------------------
