@@ -10,6 +10,9 @@ fitted law and report (llm_ray.reporting). A re-run trains only the cells withou
 
 from __future__ import annotations
 
+import os
+import pkgutil
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,10 +35,26 @@ def run_sweep(base: TrainJobConfig, sweep: SweepConfig, fit_cfg: FitConfig, log=
     return {**out, "report": f"{run.sweep_dir}/report.md", "fit": fit}
 
 
+def stage_commands(names: list) -> list:
+    """The command module of each stage named in sweep.stages (checked before anything trains): each
+    exposes `run_on_sweep(sweep_dir, cfg, log)` and is also its own command, `python -m llm_ray.<name>`."""
+    import importlib
+
+    known = [m.name for m in pkgutil.iter_modules([os.path.join(os.path.dirname(__file__), "stages")])]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"sweep.stages={list(names)}: unknown stage(s) {unknown}; the stages are {known}.")
+    return [importlib.import_module(f"llm_ray.{n}") for n in names]
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
 def main(cfg: DictConfig) -> None:
     def body():
-        summary = run_sweep(job_from_hydra(cfg), OmegaConf.to_object(cfg.sweep), OmegaConf.to_object(cfg.fit))
+        sweep = OmegaConf.to_object(cfg.sweep)
+        stages = stage_commands(sweep.stages)
+        summary = run_sweep(job_from_hydra(cfg), sweep, OmegaConf.to_object(cfg.fit))
+        for stage in ([] if sweep.dry_run else stages):
+            stage.run_on_sweep(summary["sweep_dir"], cfg)
         print(f"sweep directory: {summary['sweep_dir']}")
         if "report" in summary:
             print(f"report: {summary['report']}")

@@ -66,6 +66,9 @@ class SweepConfig:
     cores), but no mid-cell checkpoints or retries. false: every cell on Ray Train workers."""
     max_concurrent_trials: Optional[int] = None
     """Trials run at once; None: as many as the cluster's CPUs (or GPUs) hold."""
+    stages: list = field(default_factory=list)
+    """Stages to run on the finished sweep after its fit (and validation), in order, e.g.
+    [compress, downstream]: each is also its own command, `python -m llm_ray.<stage> sweep_dir=...`."""
     dry_run: bool = False
     """Print the plan and stop."""
     storage_path: Optional[str] = None

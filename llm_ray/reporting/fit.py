@@ -45,7 +45,7 @@ def fit_and_report(sweep_dir: str, table: pd.DataFrame, fit_cfg: FitConfig, plan
                    wandb_cfg=None) -> FitRecord:
     """Fit a sweep's table and write fit.json, the plots and report.md into `sweep_dir`; with
     `wandb_cfg`, also the sweep's W&B `fit` run."""
-    from llm_ray.reporting.markdown import render_report
+    from llm_ray.reporting.markdown import render_report, stage_sections
     from llm_ray.reporting.plots import loss_contour_png, training_curves_png
 
     try:
@@ -56,7 +56,7 @@ def fit_and_report(sweep_dir: str, table: pd.DataFrame, fit_cfg: FitConfig, plan
     storage.write_bytes_atomic(storage.join(sweep_dir, "training_curves.png"), training_curves_png(table))
     if fit.approach("approach3").ok:
         storage.write_bytes_atomic(storage.join(sweep_dir, "loss_contour.png"), loss_contour_png(table, fit))
-    text = render_report(fit, table, plan)
+    text = render_report(fit, table, plan, stage_sections(sweep_dir))
     storage.write_bytes_atomic(storage.join(sweep_dir, "report.md"), text.encode())
     log(text.split("\n## Cells")[0])  # the answer, on the console too
     if wandb_cfg is not None:

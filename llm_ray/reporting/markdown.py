@@ -16,10 +16,43 @@ CHINCHILLA_EXPONENT = 0.5  # Hoffmann et al. 2022: N_opt and D_opt both grow as 
 ORDER = ("approach3", "approach2", "approach1")
 
 
-def render_report(fit: FitRecord, table: pd.DataFrame, plan: dict) -> str:
+STAGE_SECTIONS = ("validation.md", "downstream.md", "compress.md")
+"""Sections the stages write into the sweep directory; report.md inlines those present, in this order,
+between the answer and the cells."""
+
+
+def render_report(fit: FitRecord, table: pd.DataFrame, plan: dict, sections: tuple = ()) -> str:
     lines = [f"# Scaling-law report: sweep `{plan['sweep']['name']}`", ""]
-    lines += answer_section(fit) + cells_section(table, plan) + plots_section(fit)
+    lines += answer_section(fit) + [s.rstrip() + "\n" for s in sections]
+    lines += cells_section(table, plan) + plots_section(fit)
     return "\n".join(lines) + "\n"
+
+
+def stage_sections(sweep_dir: str) -> tuple:
+    """The stage sections present in the sweep directory, in STAGE_SECTIONS order."""
+    from llm_ray.io import storage
+
+    found = []
+    for name in STAGE_SECTIONS:
+        path = storage.join(sweep_dir, name)
+        if storage.exists(path):
+            fs, p = storage.fs_and_path(path)
+            found.append(fs.cat_file(p).decode())
+    return tuple(found)
+
+
+def refresh_report(sweep_dir: str) -> str:
+    """Re-render report.md from the sweep directory's own files (fit.json, results.parquet, plan.json
+    and the stage sections): a stage calls this after writing its section."""
+    from llm_ray.io import storage
+    from llm_ray.sweeps.results import read_results
+
+    fit = FitRecord.from_json(storage.read_json(storage.join(sweep_dir, "fit.json")))
+    table = read_results(sweep_dir)
+    plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
+    text = render_report(fit, table[table["role"] == "sweep"], plan, stage_sections(sweep_dir))
+    storage.write_bytes_atomic(storage.join(sweep_dir, "report.md"), text.encode())
+    return text
 
 
 def answer_section(fit: FitRecord) -> list[str]:
