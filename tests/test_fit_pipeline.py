@@ -77,7 +77,9 @@ def test_run_fit_writes_fit_json_for_a_sweep_table(tmp_path):
 
 
 def test_approach_two_is_skipped_with_a_reason_when_there_is_one_budget_and_the_others_still_run(tmp_path):
-    res = run_fit(sweep_table(budgets=(1e19,)), str(tmp_path), FitConfig(n_bootstrap=0, plots=True))
+    # One budget's envelope holds only 2 sizes: allow approach 1 two (the default needs 3, tested below).
+    res = run_fit(sweep_table(budgets=(1e19,)), str(tmp_path), FitConfig(n_bootstrap=0, plots=True,
+                                                                           envelope_min_sizes=2))
     assert res["approach2"] == {"status": "skipped", "reason": res["approach2"]["reason"]}
     assert "1 budget group" in res["approach2"]["reason"]
     assert res["approach1"]["status"] == "ok" and res["approach3"]["status"] == "ok"
@@ -103,3 +105,11 @@ def test_a_table_that_cannot_be_fitted_at_all_raises_instead_of_writing_a_result
     with pytest.raises(ValueError, match="fit.columns.loss"):
         run_fit(table, str(tmp_path), FitConfig(plots=False))
     assert not (tmp_path / "fit.json").exists()
+
+
+def test_approach_one_is_skipped_when_its_envelope_holds_fewer_than_three_sizes(tmp_path):
+    table = sweep_table()
+    table = table[table["params"] == table["params"].iloc[0]]  # one model size at every budget
+    res = run_fit(table, str(tmp_path), FitConfig(n_bootstrap=0, plots=False))
+    assert res["approach1"]["status"] == "skipped"
+    assert "1 distinct model size" in res["approach1"]["reason"] and "at least 3" in res["approach1"]["reason"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import glob
 import json
 import os
@@ -28,10 +29,17 @@ def compose_sweep(*overrides):
     return compose(*overrides)
 
 
-def test_smoke_sweep_trains_every_cell_fits_and_reports(ray_cluster, tmp_path):
+@pytest.fixture(scope="module")
+def smoke_sweep(ray_cluster, tmp_path_factory):
+    """One smoke sweep shared by the tests below (those that write into it copy it first)."""
     from llm_ray.sweep import run_sweep
 
-    out = run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=offline"))
+    tmp_path = tmp_path_factory.mktemp("smoke")
+    return run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=offline")), tmp_path
+
+
+def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
+    out, tmp_path = smoke_sweep
     sweep_dir = out["sweep_dir"]
     df = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
     assert df["cell_id"].nunique() == len(out["plan"]["cells"]) >= 5
@@ -75,6 +83,47 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(ray_cluster, tmp_path):
     assert any(k.startswith("plots/isoflop/") for k in summary)
     assert summary["approach3/E"] == pytest.approx(fit["approach3"]["E"])
     assert grep_tree(str(tmp_path), FAKE_SECRETS.values()) == []
+
+
+def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_sweep, tmp_path):
+    """sweep.validate_flops on a finished sweep: forecasts registered before the held-out run trains,
+    the run kept out of the fit, compared in the report; a second call trains nothing."""
+    import shutil
+
+    from llm_ray.stages.validate import run_validation
+
+    out, _ = smoke_sweep
+    sweep_dir = str(tmp_path / "smoke")
+    shutil.copytree(out["sweep_dir"], sweep_dir)
+    fit_before = open(os.path.join(sweep_dir, "fit.json")).read()
+    checks = run_validation(sweep_dir, [6e11], log=print)  # 4x the smoke sweep's top budget
+
+    book = json.load(open(os.path.join(sweep_dir, "predictions.json")))
+    (reg,) = book["registrations"]
+    assert reg["flops"] == 6e11 and reg["runs"] and "approach3" in reg["runs"][0]["forecasts"]
+    run_ids = {r["cell_id"] for r in reg["runs"]}
+    records = {c: json.load(open(os.path.join(sweep_dir, "validation", "cells", c, "result.json"))) for c in run_ids}
+    registered = datetime.datetime.fromisoformat(reg["registered_at"]).timestamp()
+    assert all(r["t_worker_start"] >= registered for r in records.values())  # forecast first, then training
+    assert {c.approach for c in checks} >= {"approach3"} and all(c.measured is not None for c in checks)
+    a3 = [c for c in checks if c.approach == "approach3"]
+    assert all(abs(c.error) < 0.2 for c in a3)  # a forecast, not noise (the demo's target is 2%)
+
+    df = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
+    assert set(df[df["role"] == "validation"]["cell_id"]) == run_ids
+    assert set(df[df["role"] == "sweep"]["cell_id"]) == set(out["plan"]["cells"])
+    assert open(os.path.join(sweep_dir, "fit.json")).read() == fit_before  # held-out runs never enter the fit
+    report = open(os.path.join(sweep_dir, "report.md")).read()
+    assert "## Does the law hold?" in report and "validation.png" in report
+    assert os.path.getsize(os.path.join(sweep_dir, "validation.png")) > 10_000
+
+    before = {c: open(os.path.join(sweep_dir, "validation", "cells", c, "result.json")).read() for c in run_ids}
+    book_before = open(os.path.join(sweep_dir, "predictions.json")).read()
+    again = run_validation(sweep_dir, [6e11], log=print)
+    assert [c.measured for c in again] == [c.measured for c in checks]
+    for c, text in before.items():  # finished held-out runs are kept, never retrained
+        assert open(os.path.join(sweep_dir, "validation", "cells", c, "result.json")).read() == text
+    assert open(os.path.join(sweep_dir, "predictions.json")).read() == book_before  # never rewritten
 
 
 def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tmp_path):

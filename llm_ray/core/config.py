@@ -274,6 +274,14 @@ COMPONENTS = tuple(TrainJobConfig.__dataclass_fields__)
 """The job's component names, which are also its Hydra config groups."""
 
 
+def job_from_record(d: dict) -> TrainJobConfig:
+    """The inverse of dataclasses.asdict for a job llm-ray wrote itself (RunRecord.job): each
+    component rebuilt, and validated, from its own fields. User input goes through Hydra/OmegaConf
+    (llm_ray.cli), which type-checks and names unknown keys."""
+    return TrainJobConfig(**{name: TrainJobConfig.__dataclass_fields__[name].default_factory(**d[name])
+                             for name in COMPONENTS})
+
+
 # --------------------------------------------------------------------------------------------
 # Derived quantities (pure)
 # --------------------------------------------------------------------------------------------

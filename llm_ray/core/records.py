@@ -173,6 +173,9 @@ class ApproachResult:
     """Approach 3: exponent of N."""
     beta: Optional[float] = None
     """Approach 3: exponent of D."""
+    k_loss: Optional[float] = None
+    """Approaches 1 and 2: the frontier's loss law L_opt(C) = k_loss * C^loss_exponent."""
+    loss_exponent: Optional[float] = None
     converged: Optional[bool] = None
     grad_norm: Optional[float] = None
     ci: Mapping[str, Interval] = field(default_factory=dict)
@@ -279,7 +282,8 @@ def _forecast(name: str, flops: float, p: Mapping[str, Any]) -> BudgetForecast:
 def _approach(name: str, entry: Mapping[str, Any]) -> ApproachResult:
     if not entry:
         return ApproachResult(name=name, status="missing")
-    scalars = {k: entry.get(k) for k in ("a", "b", "E", "A", "B", "alpha", "beta", "converged", "grad_norm")}
+    scalars = {k: entry.get(k) for k in ("a", "b", "E", "A", "B", "alpha", "beta", "k_loss", "loss_exponent",
+                                         "converged", "grad_norm")}
     budgets = tuple(IsoFlopMinimum(label=str(g.get("label")), flops=g.get("flops"), n_opt=g.get("n_opt"),
                                    d_opt=g.get("d_opt"), loss_opt=g.get("loss_opt"), inside=bool(g.get("inside")),
                                    n_min=g.get("n_min"), n_max=g.get("n_max"), note=g.get("note") or "")
@@ -287,3 +291,34 @@ def _approach(name: str, entry: Mapping[str, Any]) -> ApproachResult:
     return ApproachResult(name=name, status=entry.get("status", "missing"), reason=entry.get("reason") or "",
                           ci={k: _interval(v) for k, v in (entry.get("ci") or {}).items()},
                           budgets=budgets, **scalars)
+
+
+# --------------------------------------------------------------------------------------------
+# Held-out validation (validation.json), read back typed
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ForecastCheck:
+    """One approach's registered forecast for one held-out run, against what the run measured."""
+
+    flops: float
+    cell_id: str
+    params: int
+    tokens: float
+    chosen_by: tuple
+    """The approaches whose N_opt this run trains (approach 3's, and approach 2's where it differs)."""
+    approach: str
+    predicted: float
+    ci: Interval
+    measured: Optional[float]
+    """The run's final validation loss; None when it did not finish ok."""
+    status: str
+    error: Optional[float] = None
+    """(predicted - measured) / measured."""
+    inside: Optional[bool] = None
+    """Whether the measured loss lies inside the forecast's interval."""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ForecastCheck":
+        values = {f.name: d.get(f.name) for f in fields(cls)}
+        return cls(**{**values, "ci": _interval(d.get("ci")), "chosen_by": tuple(d.get("chosen_by") or ())})

@@ -84,8 +84,11 @@ class EnvelopeFit:
     loss: tuple
 
 
-def fit_envelope(flops, params, tokens, loss, *, bin_dex: float = 0.05, weights=None) -> EnvelopeFit:
-    """Approach 1 on all measured points (rows with weight 0 are left out)."""
+def fit_envelope(flops, params, tokens, loss, *, bin_dex: float = 0.05, min_sizes: int = 3,
+                 weights=None) -> EnvelopeFit:
+    """Approach 1 on all measured points (rows with weight 0 are left out). The envelope must hold at
+    least `min_sizes` distinct model sizes: with fewer, N_opt(C) is a line through one or two sizes
+    (one size gives "N_opt ∝ C^0.000", which is no answer)."""
     c, n, d, l = (np.asarray(v, dtype=np.float64) for v in (flops, params, tokens, loss))
     if weights is not None:
         mask = np.asarray(weights) > 0
@@ -101,6 +104,10 @@ def fit_envelope(flops, params, tokens, loss, *, bin_dex: float = 0.05, weights=
     if len(np.unique(bins[pick])) < 2:
         raise ValueError(f"approach 1: the loss envelope has {len(pick)} compute level(s) ({bin_dex} dex bins); "
                          "it needs 2 or more: measure more budgets or lower fit.envelope_bin_dex.")
+    sizes = len(np.unique(n[pick]))
+    if sizes < min_sizes:
+        raise ValueError(f"approach 1: the loss envelope holds {sizes} distinct model size(s); N_opt(C) needs at "
+                         f"least {min_sizes} (fit.envelope_min_sizes): train more sizes per budget.")
     laws = FrontierLaws(fit_power_law(c[pick], n[pick]), fit_power_law(c[pick], d[pick]),
                         fit_power_law(c[pick], l[pick]))
     return EnvelopeFit(laws=laws, flops=tuple(c[pick]), params=tuple(n[pick]), tokens=tuple(d[pick]),

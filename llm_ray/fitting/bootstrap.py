@@ -51,13 +51,14 @@ def percentile_interval(samples: np.ndarray, level: float):
     return (float(lo), float(hi)) if samples.ndim == 1 else (lo, hi)
 
 
-def envelope_samples(points, run_index: np.ndarray, counts: np.ndarray, bin_dex: float) -> np.ndarray:
+def envelope_samples(points, run_index: np.ndarray, counts: np.ndarray, bin_dex: float,
+                     min_sizes: int = 3) -> np.ndarray:
     """Approach 1 refitted per replicate: (R, 6) frontier vectors, NaN where it failed."""
     out = np.full((len(counts), 6), np.nan)
     for r, run_counts in enumerate(counts):
         try:
             fit = fit_envelope(points["flops"], points["params"], points["tokens"], points["loss"],
-                               bin_dex=bin_dex, weights=run_counts[run_index])
+                               bin_dex=bin_dex, min_sizes=min_sizes, weights=run_counts[run_index])
         except ValueError:
             continue
         out[r] = fit.laws.vector()

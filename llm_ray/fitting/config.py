@@ -81,6 +81,8 @@ class FitConfig:
 
     envelope_bin_dex: float = 0.05
     """Approach 1: width in log10 C of the compute bins in which the lowest loss is taken."""
+    envelope_min_sizes: int = 3
+    """Approach 1: the envelope needs at least this many distinct model sizes, else it is skipped."""
     flops_group_dex: float = 0.02
     """Approach 2 without a budget column: runs whose log10 C differ by at most this (chained, sorted)
     form one IsoFLOP group."""
@@ -136,6 +138,8 @@ class FitConfig:
                self.flops_per_param_token, "use a positive factor such as 6.0, or auto")
         for name in ("envelope_bin_dex", "flops_group_dex", "huber_delta", "converged_gtol"):
             _check(_pos(getattr(self, name)), name, getattr(self, name), "use a positive number")
+        _check(self.envelope_min_sizes >= 2, "envelope_min_sizes", self.envelope_min_sizes,
+               "a power law through the envelope needs at least 2 sizes (3 recommended)")
         _check(self.isoflop_min_sizes >= 3, "isoflop_min_sizes", self.isoflop_min_sizes,
                "a parabola needs at least 3 sizes")
         for name in ("alpha_grid", "beta_grid", "e_grid", "a_grid", "b_grid"):

@@ -78,9 +78,11 @@ def fit_all(source: Source, cfg: FitConfig) -> FitOutcome:
     pts = table.points
 
     try:
-        out.envelope = fit_envelope(pts["flops"], pts["params"], pts["tokens"], pts["loss"], bin_dex=cfg.envelope_bin_dex)
+        out.envelope = fit_envelope(pts["flops"], pts["params"], pts["tokens"], pts["loss"],
+                                    bin_dex=cfg.envelope_bin_dex, min_sizes=cfg.envelope_min_sizes)
         if counts is not None:
-            out.samples["approach1"] = boot.envelope_samples(pts, run_index, counts, cfg.envelope_bin_dex)
+            out.samples["approach1"] = boot.envelope_samples(pts, run_index, counts, cfg.envelope_bin_dex,
+                                                             cfg.envelope_min_sizes)
     except ValueError as err:
         out.skipped["approach1"] = str(err)
     try:

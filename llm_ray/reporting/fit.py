@@ -68,7 +68,7 @@ def fit_and_report(sweep_dir: str, table: pd.DataFrame, fit_cfg: FitConfig, plan
 
 def redraw(sweep_dirs: list[str], fit_cfg: FitConfig, out_dir: Optional[str] = None, log=print) -> dict:
     """Re-fit and re-draw each sweep from its results.parquet; overlay them when there are several."""
-    from llm_ray.sweeps.results import read_results
+    from llm_ray.sweeps.results import fitted_rows, read_results
 
     done = []
     for d in (storage.to_local_or_url(d) for d in sweep_dirs):
@@ -76,13 +76,13 @@ def redraw(sweep_dirs: list[str], fit_cfg: FitConfig, out_dir: Optional[str] = N
             raise ValueError(f"sweep_dir={d!r} holds no results.parquet: give the directory a sweep wrote "
                              f"(printed as 'sweep directory:' at its end).")
         plan = storage.read_json(storage.join(d, "plan.json"))
-        fit = fit_and_report(d, read_results(d), with_last_forecast_budgets(fit_cfg, d), plan, log=log)
+        fit = fit_and_report(d, fitted_rows(read_results(d)), with_last_forecast_budgets(fit_cfg, d), plan, log=log)
         done.append((d, plan["sweep"]["name"], fit))
         log(f"report: {storage.join(d, 'report.md')}")
     if len(done) < 2:
         return {}
     out = storage.to_local_or_url(out_dir or storage.join(done[0][0], "compare"))
-    write_comparison(out, [(name, read_results(d), fit, d) for d, name, fit in done])
+    write_comparison(out, [(name, fitted_rows(read_results(d)), fit, d) for d, name, fit in done])
     log(f"overlay: {storage.join(out, 'overlay.png')}")
     return {"compare": out}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from llm_ray.core.records import ApproachResult, FitRecord, IsoFlopMinimum
+from llm_ray.fitting.validation import disagreements
 from llm_ray.reporting.plots import final_ok
 from llm_ray.reporting.text import with_interval
 
@@ -45,12 +46,12 @@ def refresh_report(sweep_dir: str) -> str:
     """Re-render report.md from the sweep directory's own files (fit.json, results.parquet, plan.json
     and the stage sections): a stage calls this after writing its section."""
     from llm_ray.io import storage
-    from llm_ray.sweeps.results import read_results
+    from llm_ray.sweeps.results import fitted_rows, read_results
 
     fit = FitRecord.from_json(storage.read_json(storage.join(sweep_dir, "fit.json")))
     table = read_results(sweep_dir)
     plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
-    text = render_report(fit, table[table["role"] == "sweep"], plan, stage_sections(sweep_dir))
+    text = render_report(fit, fitted_rows(table), plan, stage_sections(sweep_dir))
     storage.write_bytes_atomic(storage.join(sweep_dir, "report.md"), text.encode())
     return text
 
@@ -73,8 +74,25 @@ def answer_section(fit: FitRecord) -> list[str]:
         lines += ["", "IsoFLOP minima (approach 2):"]
         lines += [f"- C = {g.flops:.3g} FLOPs: {minimum_words(g)}" if g.flops is not None
                   else f"- C = {g.label}: {minimum_words(g)}" for g in a2.budgets]
+    lines += disagreement_lines(fit)
     lines += [f"- warning: {w}" for w in fit.warnings]
     return lines + [""]
+
+
+def disagreement_lines(fit: FitRecord) -> list[str]:
+    """Flag forecasts whose intervals do not overlap between approaches: the fit does not know the
+    answer there to better than their disagreement (llm_ray.fitting.validation.disagreements)."""
+    lines = []
+    for c in fit.budgets:
+        at = fit.forecasts_at(c)
+        for key, what in (("loss", "loss"), ("n_opt", "N_opt")):
+            for a, b in disagreements({name: f.ci.get(key) for name, f in at.items()}):
+                lines.append(f"- **The approaches disagree** on {what} at C = {c:.3g}: approach {a[-1]} says "
+                             f"{with_interval(getattr(at[a], key), at[a].ci.get(key))}, approach {b[-1]} "
+                             f"{with_interval(getattr(at[b], key), at[b].ci.get(key))}; the intervals do not "
+                             f"overlap, so the fit does not know the {what} there to better than that "
+                             f"(a held-out run, sweep.validate_flops, says which to trust).")
+    return lines
 
 
 def forecast_table(fit: FitRecord) -> list[str]:

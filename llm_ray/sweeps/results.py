@@ -70,4 +70,12 @@ def write_results(df: pd.DataFrame, sweep_dir: str) -> None:
 def read_results(sweep_dir: str) -> pd.DataFrame:
     fs, path = storage.fs_and_path(storage.join(sweep_dir, "results.parquet"))
     with fs.open(path, "rb") as f:
-        return pd.read_parquet(io.BytesIO(f.read()))
+        df = pd.read_parquet(io.BytesIO(f.read()))
+    if "role" not in df:  # written before held-out validation existed: every row is a sweep row
+        df["role"] = "sweep"
+    return df
+
+
+def fitted_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows a sweep's law is fitted on: its own cells, never the held-out validation runs."""
+    return df[df["role"] == "sweep"]

@@ -1,0 +1,120 @@
+"""The report's "Does the law hold?": the registered forecasts against the held-out runs, in a table,
+in words, in a picture (validation.png) and in the sweep's W&B fit run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from llm_ray.core.records import FitRecord, ForecastCheck
+from llm_ray.fitting.parametric import frontier
+from llm_ray.reporting.plots import final_ok, plt, png
+from llm_ray.reporting.text import with_interval
+
+COLORS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green"}
+
+
+def validation_markdown(checks: list[ForecastCheck], registration: dict, supported, top_budget: float) -> str:
+    lines = ["## Does the law hold?", "",
+             "Each approach's forecast for a run at a budget the fit never saw, registered in "
+             "`predictions.json` before that run trained, against the loss it measured. Approach 3 predicts "
+             "L(N, D) at the run's own N and D; approaches 1 and 2 predict the frontier loss L_opt(C).", "",
+             "| C [FLOPs] (x top budget) | held-out run | chosen by | approach | predicted loss | measured | "
+             "error | inside the interval? |", "|---|---|---|---|---|---|---|---|"]
+    for c in checks:
+        measured = f"{c.measured:.4f}" if c.measured is not None else c.status
+        error = f"{100 * c.error:+.2f}%" if c.error is not None else "n/a"
+        verdict = {True: "yes", False: "**no**", None: "n/a"}[c.inside]
+        lines.append(f"| {c.flops:.3g} ({c.flops / top_budget:.0f}x) | N = {c.params:,}, D = {c.tokens:.3g} | "
+                     f"{', '.join(a[-1] for a in c.chosen_by)} | {c.approach[-1]} | "
+                     f"{with_interval(c.predicted, c.ci, '.4f')} | {measured} | {error} | {verdict} |")
+    lines.append("")
+    lines += verdict_lines(checks, supported)
+    for b in registration["budgets"]:
+        lines += [f"- Not trained at C = {b['flops']:.3g}: N ≈ {d['params']:,} ({', '.join(d['chosen_by'])}): "
+                  f"{d['reason']}" for d in b["dropped"]]
+    lines += ["", "![validation](validation.png)", ""]
+    return "\n".join(lines)
+
+
+def verdict_lines(checks: list[ForecastCheck], supported) -> list[str]:
+    measured = [c for c in checks if c.measured is not None]
+    if not measured:
+        return ["- No held-out run has finished yet: re-run to train them (finished ones are kept)."]
+    lines = []
+    for name in sorted({c.approach for c in measured}, reverse=True):
+        mine = [c for c in measured if c.approach == name]
+        errors = [abs(c.error) for c in mine]
+        inside = sum(bool(c.inside) for c in mine)
+        lines.append(f"- Approach {name[-1]}: mean |error| {100 * np.mean(errors):.2f}% (max {100 * max(errors):.2f}%), "
+                     f"{inside} of {len(mine)} measured losses inside its interval.")
+    best = [c for c in measured if c.approach == supported]
+    if supported and any(c.inside for c in best):
+        lines.append(f"- **The held-out runs support approach {supported[-1]}** (most measurements inside its "
+                     f"interval, then the smallest error).")
+    elif supported:
+        lines.append(f"- **No approach's interval holds the measured loss**: the law's stated uncertainty is too "
+                     f"small at this extrapolation; the closest forecast is approach {supported[-1]}'s.")
+    failed = [c for c in checks if c.measured is None]
+    if failed:
+        lines.append(f"- {len({c.cell_id for c in failed})} held-out run(s) did not finish ok "
+                     f"({', '.join(sorted({c.status for c in failed}))}): the recipe could not train the "
+                     f"recommended model.")
+    return lines
+
+
+def validation_png(table: pd.DataFrame, fit: FitRecord, checks: list[ForecastCheck]) -> bytes:
+    """Loss vs compute: the sweep's final points, each approach's frontier carried out to the held-out
+    budgets, the registered forecasts (with intervals) and the held-out measurements drawn apart."""
+    fig, ax = plt.subplots(figsize=(9, 6))
+    sweep = final_ok(table[table["role"] == "sweep"])  # the fitted runs
+    ax.scatter(sweep["flops"], sweep["loss"], s=12, color="0.6", label="sweep runs (fitted)")
+    c = np.geomspace(sweep["flops"].min() / 1.5, max([ch.flops for ch in checks] + [sweep["flops"].max()]) * 1.5, 200)
+    for name, color in COLORS.items():
+        curve = frontier_curve(fit, name, c)
+        if curve is not None:
+            ax.plot(c, curve, color=color, lw=1.5, label=f"approach {name[-1]}: frontier L_opt(C)")
+    for i, ch in enumerate(checks):
+        x = ch.flops * (1 + 0.04 * (i % 3 - 1))  # side by side, not on top of each other
+        err = None if ch.ci is None else [[ch.predicted - ch.ci[0]], [ch.ci[1] - ch.predicted]]
+        ax.errorbar([x], [ch.predicted], yerr=err, fmt="o", color=COLORS[ch.approach], capsize=4, ms=6)
+    held = [ch for ch in checks if ch.measured is not None]
+    if held:
+        ax.scatter([h.flops for h in held], [h.measured for h in held], marker="*", s=260, color="k", zorder=5,
+                   label="held-out runs: measured")
+    ax.errorbar([], [], yerr=[], fmt="o", color="0.3", capsize=4, label="registered forecast (90% interval)")
+    ax.set_xscale("log")
+    ax.set_xlabel("compute C [FLOPs]")
+    ax.set_ylabel("validation loss L [nats/token]")
+    ax.set_title("Does the law hold? Forecasts for budgets the fit never saw vs measurements")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return png(fig)
+
+
+def frontier_curve(fit: FitRecord, name: str, c: np.ndarray):
+    a = fit.approach(name)
+    if not a.ok:
+        return None
+    if name == "approach3":
+        return frontier(np.array(a.law()), c, fit.flops_per_param_token)[2]
+    return a.k_loss * c ** a.loss_exponent
+
+
+def log_validation_table(wandb_cfg, sweep_name: str, checks: list[ForecastCheck]) -> None:
+    """The checks as a table in the sweep's W&B fit run (resumed by its id)."""
+    from llm_ray.io.tracking import start_run
+
+    run = start_run(wandb_cfg, name=f"{sweep_name}-fit", key="fit", job_type="fit", config={"sweep": sweep_name})
+    if run is None:
+        return
+    import wandb
+
+    try:
+        cols = ["flops", "cell_id", "params", "tokens", "approach", "predicted", "ci_low", "ci_high", "measured",
+                "error", "inside"]
+        rows = [[c.flops, c.cell_id, c.params, c.tokens, c.approach, c.predicted, *(c.ci or (None, None)),
+                 c.measured, c.error, c.inside] for c in checks]
+        run.log({"validation": wandb.Table(columns=cols, data=rows)})
+    finally:
+        run.finish()
