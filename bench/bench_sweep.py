@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 SWEEP = ["sweep.name=bench", "sweep.budgets=[1e12,1.6e12]", "sweep.sizes=[3.3e4,8.7e4,1.4e5]",
-         "sweep.tokens_per_param=[0.1,5000]", "fit.predict_flops=[1e13]", "fit.n_bootstrap=50",
+         "sweep.tokens_per_param=[0.1,5000]", "fit.predict_flops=[1e13]", "fit.n_bootstrap=50", "sweep.validate_factor=0",
          "wandb.mode=disabled"]
 NAIVE = ["sweep.max_concurrent_trials=1", "sweep.shard_above_params=0", "sweep.train_in_process=false",
          "trainer.num_workers=2",

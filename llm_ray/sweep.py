@@ -53,10 +53,10 @@ def main(cfg: DictConfig) -> None:
         sweep = OmegaConf.to_object(cfg.sweep)
         stages = stage_commands(sweep.stages)
         summary = run_sweep(job_from_hydra(cfg), sweep, OmegaConf.to_object(cfg.fit))
-        if sweep.validate_flops and not sweep.dry_run and summary["fit"].error is None:
+        if sweep.held_out_budgets and not sweep.dry_run and summary["fit"].error is None:
             from llm_ray.validate import run_on_sweep as validate
 
-            validate(summary["sweep_dir"], sweep.validate_flops)
+            validate(summary["sweep_dir"], sweep.held_out_budgets)
         for stage in ([] if sweep.dry_run else stages):
             stage.run_on_sweep(summary["sweep_dir"], cfg)
         print(f"sweep directory: {summary['sweep_dir']}")

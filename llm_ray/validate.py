@@ -26,6 +26,7 @@ def run_on_sweep(sweep_dir: str, flops: list, log=print) -> None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="validate")
 def main(cfg: DictConfig) -> None:
+    from llm_ray.core.plan import SweepConfig
     from llm_ray.io import storage
 
     def body():
@@ -33,7 +34,8 @@ def main(cfg: DictConfig) -> None:
         if not storage.exists(storage.join(sweep_dir, "fit.json")):
             raise ValueError(f"sweep_dir={sweep_dir!r} holds no fit.json: give the directory a finished sweep "
                              f"wrote (printed as 'sweep directory:' at its end).")
-        flops = list(cfg.flops) or storage.read_json(storage.join(sweep_dir, "plan.json"))["sweep"]["validate_flops"]
+        plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
+        flops = list(cfg.flops) or SweepConfig(**plan["sweep"]).held_out_budgets
         run_on_sweep(sweep_dir, flops)
 
     run_command("validate", body)

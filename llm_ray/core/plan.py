@@ -50,7 +50,10 @@ class SweepConfig:
     as new data, but not free)."""
     validate_flops: list = field(default_factory=list)
     """Held-out budgets: after the fit, the law's recommended model is trained at each and its loss
-    compared with the forecast registered before it trained (llm_ray.stages.validate)."""
+    compared with the forecast registered before it trained (llm_ray.stages.validate). Empty: one
+    budget, sweep.validate_factor x the top budget."""
+    validate_factor: float = 4.0
+    """With sweep.validate_flops empty, validate at this multiple of the top budget; 0: no validation."""
     min_tokens: float = 2.0e4
     """Drop cells with fewer training tokens than this."""
     tokens_per_param: list = field(default_factory=lambda: [0.5, 1000.0])
@@ -85,14 +88,27 @@ class SweepConfig:
         check_warmup_rule(self.warmup_rule)
         if not 0 < self.warmup_fraction < 1 or self.width_ref <= 0 or self.max_epochs <= 0:
             raise ValueError("sweep.warmup_fraction must be in (0, 1), sweep.width_ref and sweep.max_epochs > 0.")
-        if any(float(c) <= 0 for c in self.validate_flops):
-            raise ValueError(f"sweep.validate_flops={list(self.validate_flops)}: give positive FLOP budgets.")
+        top = max(float(b) for b in self.budgets)
+        if any(float(c) <= top for c in self.validate_flops):
+            raise ValueError(f"sweep.validate_flops={list(self.validate_flops)}: a held-out budget must exceed the "
+                             f"top budget {top:.3g} (the forecast is checked where the fit never saw), e.g. "
+                             f"[{4 * top:.3g}].")
+        if self.validate_factor != 0 and self.validate_factor <= 1:
+            raise ValueError(f"sweep.validate_factor={self.validate_factor}: use a factor > 1, or 0 for no validation.")
         lo_hi = list(self.tokens_per_param)
         if len(lo_hi) != 2 or not 0 < lo_hi[0] < lo_hi[1]:
             raise ValueError(f"sweep.tokens_per_param={lo_hi}: give [low, high] with 0 < low < high.")
         for s in self.shapes or ():
             if int(s["d_model"]) % int(s["n_head"]):
                 raise ValueError(f"sweep.shapes entry {dict(s)}: n_head must divide d_model.")
+
+    @property
+    def held_out_budgets(self) -> list:
+        """The budgets the sweep validates its law on (sweep.validate_flops, else validate_factor x top)."""
+        if self.validate_flops:
+            return [float(c) for c in self.validate_flops]
+        top = max(float(b) for b in self.budgets)
+        return [self.validate_factor * top] if self.validate_factor else []
 
 
 @dataclass(frozen=True)

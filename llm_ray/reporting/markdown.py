@@ -142,10 +142,16 @@ def cells_section(table: pd.DataFrame, plan: dict) -> list[str]:
               for d in plan.get("dropped", [])]
     final = final_ok(table)
     if len(final):
-        lines += ["", "| C [FLOPs] | N | D | D/N | val loss | tok/s | MFU |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| C [FLOPs] | N | D | D/N | epochs | val loss | spikes | tok/s | MFU |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r.budget:.3g} | {r.params:,} | {r.tokens:.3g} | {r.tokens / r.params:.1f} | "
-                  f"{r.loss:.4f} | {r.tokens_per_s:.0f} | {r.mfu:.2f} |" for r in final.itertuples()]
+                  f"{_num(r.epochs, '.2f')} | {r.loss:.4f} | {_num(r.n_spikes, '.0f')} | {r.tokens_per_s:.0f} | "
+                  f"{r.mfu:.2f} |" for r in final.itertuples()]
     return lines
+
+
+def _num(value, fmt: str) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:{fmt}}"
 
 
 def plots_section(fit: FitRecord) -> list[str]:
