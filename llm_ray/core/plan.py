@@ -36,6 +36,8 @@ class SweepConfig:
     """d_model / n_layer for the `aspect` shape rule."""
     head_dim: int = 8
     """Per-head width for the `aspect` shape rule (n_head = d_model / head_dim)."""
+    min_layers: int = 1
+    """The `aspect` rule's minimum depth (llm_ray.core.recipes: one-layer models follow another law)."""
     hp_rule: str = "fixed"
     """Learning-rate and batch rule: `fixed`, `deepseek` or `width` (llm_ray.core.recipes)."""
     width_ref: int = 64
@@ -86,8 +88,9 @@ class SweepConfig:
             raise ValueError(f"sweep.sizes={list(self.sizes)}: give positive parameter counts or sweep.shapes.")
         check_hp_rule(self.hp_rule)
         check_warmup_rule(self.warmup_rule)
-        if not 0 < self.warmup_fraction < 1 or self.width_ref <= 0 or self.max_epochs <= 0:
-            raise ValueError("sweep.warmup_fraction must be in (0, 1), sweep.width_ref and sweep.max_epochs > 0.")
+        if not 0 < self.warmup_fraction < 1 or self.width_ref <= 0 or self.max_epochs <= 0 or self.min_layers < 1:
+            raise ValueError("sweep.warmup_fraction must be in (0, 1); sweep.width_ref, sweep.max_epochs and "
+                             "sweep.min_layers must be positive.")
         top = max(float(b) for b in self.budgets)
         if any(float(c) <= top for c in self.validate_flops):
             raise ValueError(f"sweep.validate_flops={list(self.validate_flops)}: a held-out budget must exceed the "
@@ -187,7 +190,8 @@ def ladder_shapes(sweep: SweepConfig, ctx: PlanContext) -> list[ledger.Shape]:
 
 def size_to_shape(sweep: SweepConfig, ctx: PlanContext, params: float) -> ledger.Shape:
     return shape_for_params(params, seq_len=ctx.seq_len, vocab_size=ctx.vocab_size, head_dim=sweep.head_dim,
-                            aspect_ratio=sweep.aspect_ratio, tie_embeddings=ctx.tie_embeddings)
+                            aspect_ratio=sweep.aspect_ratio, tie_embeddings=ctx.tie_embeddings,
+                            min_layers=sweep.min_layers)
 
 
 def plan_cell(sweep: SweepConfig, ctx: PlanContext, budget: float, s: ledger.Shape, *,

@@ -21,6 +21,12 @@ Warm-up rules (`sweep.warmup_rule`):
   Discrepancies in Compute-Optimal Scaling of Language Models", Sec. 3.3: warm-up = N tokens).
 Every rule keeps at least one warm-up step.
 
+Shape rule (`aspect`, the only one): d_model a multiple of head_dim, n_layer = round(d_model /
+aspect_ratio) but at least `sweep.min_layers`, d_ff = 4 d_model (Kaplan et al. 2020 found loss flat
+in aspect ratio over a wide range; ~32-64 is typical at small scale); the size closest to the target
+N is taken. Why a minimum depth: a one-layer Transformer cannot form induction heads (Olsson et al.
+2022, "In-context Learning and Induction Heads"), so one- and two-layer models need not lie on one
+law L(N, D) (README, "The recipe", for what it did to the forecast here).
 """
 
 from __future__ import annotations
@@ -66,13 +72,13 @@ def warmup_steps(rule: str, *, steps: int, params: int, batch_tokens: int, fixed
 
 
 def shape_for_params(target: float, *, seq_len: int, vocab_size: int, aspect_ratio: float,
-                     head_dim: int, tie_embeddings: bool = True) -> ledger.Shape:
+                     head_dim: int, tie_embeddings: bool = True, min_layers: int = 1) -> ledger.Shape:
     """The `aspect` shape whose exact total parameter count is closest to `target`:
-    d_model a multiple of head_dim, n_layer = max(1, round(d_model / aspect_ratio)), d_ff = 4 d.
-    N grows monotonically with d_model, so the ladder's order is the sizes' order."""
+    d_model a multiple of head_dim, n_layer = max(min_layers, round(d_model / aspect_ratio)),
+    d_ff = 4 d. N grows monotonically with d_model, so the ladder's order is the sizes' order."""
     best = None
     for d_model in range(head_dim, 16385, head_dim):
-        s = ledger.Shape(n_layer=max(1, round(d_model / aspect_ratio)), d_model=d_model,
+        s = ledger.Shape(n_layer=max(min_layers, round(d_model / aspect_ratio)), d_model=d_model,
                          n_head=d_model // head_dim, d_ff=4 * d_model, seq_len=seq_len,
                          vocab_size=vocab_size, tie_embeddings=tie_embeddings)
         n = ledger.param_count(s).total
