@@ -27,7 +27,7 @@ class SweepConfig:
     """Sweep name: W&B group, directory name under sweep.storage_path."""
     budgets: list = field(default_factory=lambda: [1.0e11, 3.0e11, 1.0e12])
     """Compute budgets C in FLOPs (exact ledger)."""
-    sizes: list = field(default_factory=lambda: [7.0e3, 1.4e4, 2.2e4, 3.3e4, 4.5e4, 8.7e4, 1.4e5])
+    sizes: list = field(default_factory=lambda: [6.9e3, 1.7e4, 3.0e4, 4.6e4, 6.5e4, 8.7e4, 1.4e5])
     """Target total parameter counts N of the ladder (the `aspect` shape rule picks shapes near
     them); the default ladder brackets the compute-optimal size of each default budget."""
     shapes: Optional[list] = None
@@ -36,13 +36,13 @@ class SweepConfig:
     """d_model / n_layer for the `aspect` shape rule."""
     head_dim: int = 8
     """Per-head width for the `aspect` shape rule (n_head = d_model / head_dim)."""
-    min_layers: int = 1
+    min_layers: int = 2
     """The `aspect` rule's minimum depth (llm_ray.core.recipes: one-layer models follow another law)."""
-    hp_rule: str = "fixed"
+    hp_rule: str = "width"
     """Learning-rate and batch rule: `fixed`, `deepseek` or `width` (llm_ray.core.recipes)."""
     width_ref: int = 64
     """The `width` rule's reference: the d_model at which a cell's lr equals trainer.lr."""
-    warmup_rule: str = "fixed"
+    warmup_rule: str = "fraction"
     """Warm-up rule: `fixed` (trainer.warmup_steps), `fraction` or `params` (llm_ray.core.recipes)."""
     warmup_fraction: float = 0.1
     """The `fraction` rule's share of each cell's steps."""

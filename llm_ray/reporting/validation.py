@@ -64,9 +64,10 @@ def verdict_lines(checks: list[ForecastCheck], supported) -> list[str]:
 
 
 def validation_png(table: pd.DataFrame, fit: FitRecord, checks: list[ForecastCheck]) -> bytes:
-    """Loss vs compute: the sweep's final points, each approach's frontier carried out to the held-out
-    budgets, the registered forecasts (with intervals) and the held-out measurements drawn apart."""
-    fig, ax = plt.subplots(figsize=(9, 6))
+    """Left: loss vs compute, the sweep's final points and each approach's frontier carried out to the
+    held-out budgets, with the measurements there. Right: each held-out run up close, every approach's
+    registered forecast with its interval against the loss the run measured."""
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(14, 6), gridspec_kw={"width_ratios": [3, 2]})
     sweep = final_ok(table[table["role"] == "sweep"])  # the fitted runs
     ax.scatter(sweep["flops"], sweep["loss"], s=12, color="0.6", label="sweep runs (fitted)")
     c = np.geomspace(sweep["flops"].min() / 1.5, max([ch.flops for ch in checks] + [sweep["flops"].max()]) * 1.5, 200)
@@ -74,22 +75,40 @@ def validation_png(table: pd.DataFrame, fit: FitRecord, checks: list[ForecastChe
         curve = frontier_curve(fit, name, c)
         if curve is not None:
             ax.plot(c, curve, color=color, lw=1.5, label=f"approach {name[-1]}: frontier L_opt(C)")
-    for i, ch in enumerate(checks):
-        x = ch.flops * (1 + 0.04 * (i % 3 - 1))  # side by side, not on top of each other
-        err = None if ch.ci is None else [[ch.predicted - ch.ci[0]], [ch.ci[1] - ch.predicted]]
-        ax.errorbar([x], [ch.predicted], yerr=err, fmt="o", color=COLORS[ch.approach], capsize=4, ms=6)
     held = [ch for ch in checks if ch.measured is not None]
-    if held:
-        ax.scatter([h.flops for h in held], [h.measured for h in held], marker="*", s=260, color="k", zorder=5,
-                   label="held-out runs: measured")
-    ax.errorbar([], [], yerr=[], fmt="o", color="0.3", capsize=4, label="registered forecast (90% interval)")
+    ax.scatter([h.flops for h in held], [h.measured for h in held], marker="*", s=200, color="k", zorder=5,
+               label="held-out runs: measured")
     ax.set_xscale("log")
     ax.set_xlabel("compute C [FLOPs]")
     ax.set_ylabel("validation loss L [nats/token]")
-    ax.set_title("Does the law hold? Forecasts for budgets the fit never saw vs measurements")
+    ax.set_title("The law carried to budgets it never saw")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    draw_forecasts_up_close(zoom, checks)
     return png(fig)
+
+
+def draw_forecasts_up_close(ax, checks: list[ForecastCheck]) -> None:
+    runs = list(dict.fromkeys(ch.cell_id for ch in checks))
+    names = sorted(COLORS)
+    for i, cell in enumerate(runs):
+        mine = [ch for ch in checks if ch.cell_id == cell]
+        for ch in mine:
+            x = i * (len(names) + 1) + names.index(ch.approach)
+            err = None if ch.ci is None else [[ch.predicted - ch.ci[0]], [ch.ci[1] - ch.predicted]]
+            ax.errorbar([x], [ch.predicted], yerr=err, fmt="o", color=COLORS[ch.approach], capsize=4, ms=6)
+        if mine[0].measured is not None:
+            left, right = i * (len(names) + 1) - 0.4, i * (len(names) + 1) + len(names) - 0.6
+            ax.hlines(mine[0].measured, left, right, color="k", lw=2, label="measured" if i == 0 else None)
+    ax.set_xticks([i * (len(names) + 1) + (len(names) - 1) / 2 for i in range(len(runs))])
+    ax.set_xticklabels([f"C={ch.flops:.2g}\nN={ch.params / 1e3:.0f}k, D={ch.tokens / 1e6:.1f}M"
+                        for ch in (next(c for c in checks if c.cell_id == r) for r in runs)], fontsize=8)
+    for name in names:
+        ax.errorbar([], [], yerr=[], fmt="o", color=COLORS[name], capsize=4, label=f"approach {name[-1]}: forecast")
+    ax.set_ylabel("validation loss L [nats/token]")
+    ax.set_title("Held-out runs: forecasts (90% intervals) vs measured")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def frontier_curve(fit: FitRecord, name: str, c: np.ndarray):
