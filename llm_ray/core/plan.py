@@ -25,7 +25,7 @@ class SweepConfig:
 
     name: str = "isoflop"
     """Sweep name: W&B group, directory name under sweep.storage_path."""
-    budgets: list = field(default_factory=lambda: [1.0e11, 3.0e11, 1.0e12])
+    budgets: list = field(default_factory=lambda: [2.0e11, 5.0e11, 1.2e12])
     """Compute budgets C in FLOPs (exact ledger)."""
     sizes: list = field(default_factory=lambda: [6.9e3, 1.7e4, 3.0e4, 4.6e4, 6.5e4, 8.7e4, 1.4e5])
     """Target total parameter counts N of the ladder (the `aspect` shape rule picks shapes near
