@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 from llm_ray.core.records import FitRecord, ForecastCheck
 from llm_ray.fitting.parametric import frontier
@@ -79,6 +80,7 @@ def validation_png(table: pd.DataFrame, fit: FitRecord, checks: list[ForecastChe
     ax.scatter([h.flops for h in held], [h.measured for h in held], marker="*", s=200, color="k", zorder=5,
                label="held-out runs: measured")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor ones collide on a short axis
     ax.set_xlabel("compute C [FLOPs]")
     ax.set_ylabel("validation loss L [nats/token]")
     ax.set_title("The law carried to budgets it never saw")
