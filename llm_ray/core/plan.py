@@ -145,6 +145,8 @@ class Cell:
 
 @dataclass(frozen=True)
 class Dropped:
+    """A cell the plan leaves out, and why (printed with the plan, kept in plan.json)."""
+
     budget: float
     params: int
     reason: str

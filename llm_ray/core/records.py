@@ -159,8 +159,14 @@ class ApproachResult:
     """One approach's fit: the exponents, approach 3's law, intervals; or why it was skipped."""
 
     name: str
+    """approach1, approach2 or approach3."""
     status: str
+    """`ok`, `skipped` (with the reason) or `missing` (not in fit.json)."""
     reason: str = ""
+    ci: Mapping[str, Interval] = field(default_factory=dict)
+    """Bootstrap interval of each parameter below, by name."""
+    budgets: tuple = ()
+    """Approach 2: an IsoFlopMinimum per budget."""
     a: Optional[float] = None
     """N_opt ∝ C^a."""
     b: Optional[float] = None
@@ -178,9 +184,6 @@ class ApproachResult:
     loss_exponent: Optional[float] = None
     converged: Optional[bool] = None
     grad_norm: Optional[float] = None
-    ci: Mapping[str, Interval] = field(default_factory=dict)
-    budgets: tuple = ()
-    """Approach 2: an IsoFlopMinimum per budget."""
 
     @property
     def ok(self) -> bool:
@@ -229,13 +232,14 @@ class FitRecord:
     ci_level: float = 0.9
     """Coverage of every interval (0.9: 5th to 95th bootstrap percentile)."""
     n_resamples: int = 0
+    """Bootstrap resamples behind the intervals (0: no intervals)."""
     flops_per_param_token: float = 6.0
     """k in C = k N D that approach 3's closed-form frontier used."""
     n_used: int = 0
     """Points fitted (all evaluations), of n_runs runs; n_excluded rows left out (by reason in excluded)."""
+    excluded: Mapping[str, int] = field(default_factory=dict)
     n_runs: int = 0
     n_excluded: int = 0
-    excluded: Mapping[str, int] = field(default_factory=dict)
     plots: tuple = ()
     error: Optional[str] = None
     """Set when no fit was possible (then everything else is empty)."""

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import pandas as pd
 
@@ -28,8 +28,7 @@ BOOKKEEPING = {"trainer": ("name", "storage_path", "log_every", "checkpoint_ever
                "data": ("cache_dir",), "resources": ("address", "local_num_cpus")}
 
 
-@dataclass(frozen=True)
-class PlannedCell:
+class PlannedCell(NamedTuple):
     """A cell of the plan with its content-keyed id and its full training config."""
 
     cell_id: str
