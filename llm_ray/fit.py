@@ -11,20 +11,15 @@ where they are and a short summary. The math lives in `llm_ray.fitting`; the fil
 
 from __future__ import annotations
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from llm_ray.cli import register_configs, run_command
+from llm_ray.cli import command
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="fit")
+@command("fit")
 def main(cfg: DictConfig) -> None:
-    run_command("fit", lambda: fit(cfg))
-
-
-def fit(cfg: DictConfig) -> None:
     from llm_ray.core.records import FitRecord
     from llm_ray.reporting.fit import run_fit
     from llm_ray.reporting.text import format_fit_summary
@@ -41,5 +36,4 @@ def fit(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_configs()
     main()

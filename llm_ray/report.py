@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from llm_ray.cli import register_configs, run_command
+from llm_ray.cli import command
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="report")
+@command("report")
 def app(cfg: DictConfig) -> None:
     from llm_ray.reporting.fit import redraw
 
     dirs = cfg.sweep_dir if OmegaConf.is_list(cfg.sweep_dir) else [cfg.sweep_dir]
-    run_command("report", lambda: redraw([str(d) for d in dirs], OmegaConf.to_object(cfg.fit), cfg.out_dir))
+    redraw([str(d) for d in dirs], OmegaConf.to_object(cfg.fit), cfg.out_dir)
 
 
 def sweep_dirs_as_list(argv: list[str]) -> list[str]:
@@ -31,7 +30,6 @@ def sweep_dirs_as_list(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    register_configs()
     sys.argv = sweep_dirs_as_list(sys.argv)
     app()
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import pkgutil
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from llm_ray.cli import job_from_hydra, register_configs, run_command
+from llm_ray.cli import command, job_from_hydra
 from llm_ray.core.config import TrainJobConfig
 from llm_ray.core.plan import SweepConfig
 from llm_ray.fitting.config import FitConfig
@@ -47,25 +46,21 @@ def stage_commands(names: list) -> list:
     return [importlib.import_module(f"llm_ray.{n}") for n in names]
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="sweep")
+@command("sweep")
 def main(cfg: DictConfig) -> None:
-    def body():
-        sweep = OmegaConf.to_object(cfg.sweep)
-        stages = stage_commands(sweep.stages)
-        summary = run_sweep(job_from_hydra(cfg), sweep, OmegaConf.to_object(cfg.fit))
-        if sweep.held_out_budgets and not sweep.dry_run and summary["fit"].error is None:
-            from llm_ray.validate import run_on_sweep as validate
+    sweep = OmegaConf.to_object(cfg.sweep)
+    stages = stage_commands(sweep.stages)
+    summary = run_sweep(job_from_hydra(cfg), sweep, OmegaConf.to_object(cfg.fit))
+    if sweep.held_out_budgets and not sweep.dry_run and summary["fit"].error is None:
+        from llm_ray.validate import run_on_sweep as validate
 
-            validate(summary["sweep_dir"], sweep.held_out_budgets)
-        for stage in ([] if sweep.dry_run else stages):
-            stage.run_on_sweep(summary["sweep_dir"], cfg)
-        print(f"sweep directory: {summary['sweep_dir']}")
-        if "report" in summary:
-            print(f"report: {summary['report']}")
-
-    run_command("sweep", body)
+        validate(summary["sweep_dir"], sweep.held_out_budgets)
+    for stage in ([] if sweep.dry_run else stages):
+        stage.run_on_sweep(summary["sweep_dir"], cfg)
+    print(f"sweep directory: {summary['sweep_dir']}")
+    if "report" in summary:
+        print(f"report: {summary['report']}")
 
 
 if __name__ == "__main__":
-    register_configs()
     main()

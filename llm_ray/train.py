@@ -10,18 +10,13 @@ from __future__ import annotations
 
 import json
 
-import hydra
 from omegaconf import DictConfig
 
-from llm_ray.cli import job_from_hydra, register_configs, run_command
+from llm_ray.cli import command, job_from_hydra
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@command("train")
 def main(cfg: DictConfig) -> None:
-    run_command("train", lambda: train(cfg))
-
-
-def train(cfg: DictConfig) -> None:
     from llm_ray.io import storage
     from llm_ray.training.launch import run_training
 
@@ -35,5 +30,4 @@ def train(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    register_configs()
     main()

@@ -227,7 +227,8 @@ class ResourcesConfig:
     cpus_per_worker: float = 1.0
     """CPUs Ray reserves per worker."""
     address: Optional[str] = None
-    """Ray address (`auto`, `ray://...`); None starts a local cluster."""
+    """Ray cluster to join (`auto`, `HOST:PORT`, `ray://...`); None: RAY_ADDRESS's, as Ray does (a Ray
+    job sets it), else a new local cluster; `local`: a new local cluster even when RAY_ADDRESS is set."""
     local_num_cpus: Optional[int] = None
     """CPUs a local cluster advertises; None: the machine's cores + 1 (the Tune trial driver
     needs a sliver of CPU besides its workers)."""
@@ -235,6 +236,12 @@ class ResourcesConfig:
     def __post_init__(self) -> None:
         _require(self.cpus_per_worker > 0,
                  f"resources.cpus_per_worker={self.cpus_per_worker} must be positive.")
+
+    def cluster_address(self) -> Optional[str]:
+        """The cluster the driver joins, by Ray's convention (`ray.init()` reads RAY_ADDRESS, which
+        `ray job submit` sets for its driver); None: the driver starts a local cluster."""
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        return None if address == "local" else address
 
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
@@ -245,13 +252,16 @@ class WandbConfig:
     """Weights & Biases logging (world rank 0 only)."""
 
     mode: str = "auto"
-    """`online`, `offline`, `disabled`, or `auto` (online when WANDB_API_KEY is set, else offline)."""
-    project: str = "llm-ray"
+    """`online`, `offline`, `disabled`, or `auto`: W&B's WANDB_MODE, else online when WANDB_API_KEY
+    is set and offline otherwise. An online run that cannot reach W&B logs offline (io/tracking.py)."""
+    project: Optional[str] = None
+    """None: WANDB_PROJECT, else `llm-ray`."""
     entity: Optional[str] = None
+    """None: WANDB_ENTITY, else the API key's default entity."""
     group: Optional[str] = None
     """Run group (sweeps set it to the sweep's name)."""
     dir: Optional[str] = None
-    """Absolute directory for W&B files; None: `<storage_path>/wandb`."""
+    """Absolute directory for W&B files; None: WANDB_DIR, else `<storage_path>/wandb` (local storage)."""
 
     def __post_init__(self) -> None:
         _require(self.mode in WANDB_MODES,
@@ -351,7 +361,7 @@ def _check_placement(t: TrainerConfig, r: ResourcesConfig, cpus_available: Optio
                  f"trainer.num_workers={t.num_workers} exceeds the {gpus_available} GPUs available: "
                  f"lower trainer.num_workers.")
         return
-    if r.address is not None:
+    if r.cluster_address() is not None:
         return  # a cluster's CPUs are the cluster's to count
     cpus = cpus_available if cpus_available is not None else (os.cpu_count() or 1)
     need = t.num_workers * r.cpus_per_worker

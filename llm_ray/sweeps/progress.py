@@ -1,8 +1,70 @@
-"""A Tune callback that prints cells done / running / pending and an ETA from the FLOPs done."""
+"""A Tune callback that prints cells done / running / pending and an ETA from the FLOPs trained.
+
+The ETA is the FLOPs left divided by the rate so far (FLOPs actually trained per second of the
+sweep): a cell that diverged or failed early counts what it trained, and its unspent budget leaves
+the work to do, so neither inflates the rate nor stays in the remainder.
+"""
 
 from __future__ import annotations
 
+import math
 import time
+
+
+class Progress:
+    """The sweep's bookkeeping, without Ray: cells started, FLOPs each trained, cells closed."""
+
+    def __init__(self, total_cells: int, already_done: int, flops_total: float, t0: float):
+        self.total_cells, self.already_done, self.flops_total, self.t0 = total_cells, already_done, flops_total, t0
+        self.budget: dict = {}
+        """Budget C of each started cell (by trial id)."""
+        self.trained: dict = {}
+        """FLOPs each started cell has trained so far (final once closed)."""
+        self.closed: set = set()
+
+    def start(self, trial_id: str, budget: float) -> None:
+        self.budget[trial_id] = budget
+        self.trained.setdefault(trial_id, 0.0)
+
+    def report(self, trial_id: str, flops: float) -> None:
+        """A running cell reported how far it got."""
+        if trial_id not in self.closed:
+            self.trained[trial_id] = max(self.trained.get(trial_id, 0.0), flops)
+
+    def close(self, trial_id: str, flops: float | None) -> None:
+        """A cell ended (ok, diverged or failed) having trained `flops` (None: as last reported)."""
+        if flops is not None:
+            self.trained[trial_id] = flops
+        self.closed.add(trial_id)
+
+    def flops_left(self) -> float:
+        """Budgets of the cells not closed, less what the running ones already trained."""
+        closed_budget = sum(self.budget[t] for t in self.closed)
+        running = sum(f for t, f in self.trained.items() if t not in self.closed)
+        return max(0.0, self.flops_total - closed_budget - running)
+
+    def eta_s(self, now: float) -> float:
+        trained = sum(self.trained.values())
+        return (now - self.t0) * self.flops_left() / trained if trained > 0 else math.nan
+
+    def line(self, now: float) -> str:
+        running = len(self.budget) - len(self.closed)
+        done = self.already_done + len(self.closed)
+        pending = self.total_cells - done - running
+        return (f"sweep: {done}/{self.total_cells} cells done, {running} running, {pending} pending; "
+                f"elapsed {(now - self.t0) / 60:.1f} min, ETA {self.eta_s(now) / 60:.1f} min")
+
+
+def trained_flops(cells_dir: str, cell: dict) -> float | None:
+    """C the cell's result.json (its RunRecord) says it trained; None when it has none (a failed
+    cell's record carries no FLOPs: it then counts as far as it last reported)."""
+    from llm_ray.core.records import RunRecord
+    from llm_ray.io import storage
+
+    path = storage.join(cells_dir, cell["cell_id"], "result.json")
+    if not storage.exists(path):
+        return None
+    return RunRecord.from_json(storage.read_json(path)).flops_exact
 
 
 def _say(message: str) -> None:
@@ -11,31 +73,25 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def make_progress_callback(total_cells: int, already_done: int, flops_total: float):
+def make_progress_callback(total_cells: int, already_done: int, flops_total: float, cells_dir: str):
     from ray import tune
 
     class SweepProgress(tune.Callback):
         def __init__(self):
-            self.t0 = time.time()
-            self.running, self.done, self.flops_done = set(), 0, 0.0
-
-        def _print(self):
-            pending = total_cells - already_done - self.done - len(self.running)
-            elapsed = time.time() - self.t0
-            eta = (elapsed / self.flops_done * (flops_total - self.flops_done)
-                   if self.flops_done else float("nan"))
-            _say(f"sweep: {already_done + self.done}/{total_cells} cells done, {len(self.running)} running,"
-                 f" {pending} pending; elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min")
+            self.progress = Progress(total_cells, already_done, flops_total, time.time())
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.running.add(trial.trial_id)
-            self._print()
+            self.progress.start(trial.trial_id, trial.config["trial"]["cell"]["budget"])
+            _say(self.progress.line(time.time()))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            # Reports carry the tokens D trained so far; C = D x the cell's FLOPs per token.
+            if result.get("tokens") is not None:
+                self.progress.report(trial.trial_id, result["tokens"] * trial.config["trial"]["cell"]["flops_per_token"])
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.running.discard(trial.trial_id)
-            self.done += 1
-            self.flops_done += trial.config["trial"]["cell"]["budget"]
-            self._print()
+            self.progress.close(trial.trial_id, trained_flops(cells_dir, trial.config["trial"]["cell"]))
+            _say(self.progress.line(time.time()))
 
         on_trial_error = on_trial_complete
 

@@ -161,7 +161,8 @@ def tune_cells(specs: list[RunSpec], stage_dir: str, concurrency: int, *, n_tota
     from llm_ray.sweeps.progress import make_progress_callback
 
     tune_path, tune_fs = storage.ray_storage(stage_dir)
-    progress = make_progress_callback(n_total, n_done, sum(s.cell["budget"] for s in specs))
+    progress = make_progress_callback(n_total, n_done, sum(s.cell["budget"] for s in specs),
+                                      storage.join(stage_dir, "cells"))
     tuner = tune.Tuner(
         tune.with_resources(run_cell, lambda config: config["trial"]["resources"]),
         # Tune resolves objects in a param space only inside the trial: what the driver reads (name,

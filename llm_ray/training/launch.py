@@ -1,4 +1,4 @@
-"""Driver side of one training run: local Ray, data prepared once, a TorchTrainer per run.
+"""Driver side of one training run: Ray (local or joined), data prepared once, a TorchTrainer per run.
 
 Used by `llm_ray.train` (one run) and by `llm_ray.sweeps` (one run per Tune trial).
 """
@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional
 from llm_ray.core.config import TrainJobConfig, validate_train_job
 from llm_ray.core.records import RunRecord
 from llm_ray.data import PreparedData
-from llm_ray.io import storage
+from llm_ray.io import storage, tracking
 
 # Ray Train V2's controller polls its workers every 2 s by default, and every ray.train.report
 # waits for a poll; at 0.2 s a report costs ~0.2 s (STACK-NOTES: 20 reports 38 s -> 4 s).
@@ -58,10 +58,10 @@ def resolve_paths(job: TrainJobConfig) -> TrainJobConfig:
                      else os.path.expanduser("~/.cache/llm_ray/data"))
     data = dataclasses.replace(job.data, cache_dir=storage.to_local_or_url(
         job.data.cache_dir or default_cache))
-    # W&B writes local files: beside local results, else in each node's temp dir (None here, so
+    # W&B's own variables (WANDB_MODE, WANDB_DIR, ...) under the overrides, decided here on the
+    # driver. Its local files go beside local results, else in each node's temp dir (None here, so
     # no node-local path travels into the configs and results kept on remote storage).
-    wandb = dataclasses.replace(job.wandb, dir=job.wandb.dir or (
-        storage.join(store, "wandb") if "://" not in store else None))
+    wandb = tracking.resolve(job.wandb, default_dir=storage.join(store, "wandb") if "://" not in store else None)
     return dataclasses.replace(job, trainer=dataclasses.replace(t, storage_path=store),
                                data=data, wandb=wandb)
 
@@ -81,7 +81,8 @@ def quiet_local_workers() -> None:
 
 
 def init_ray(job: TrainJobConfig) -> None:
-    """Connect to `resources.address`, or start a local cluster sized for a driver + workers."""
+    """Join the cluster Ray's convention names (`resources.address`, else RAY_ADDRESS: a driver
+    run by `ray job submit` joins its cluster), or start a local cluster sized for a driver + workers."""
     import ray
 
     if ray.is_initialized():
@@ -90,17 +91,22 @@ def init_ray(job: TrainJobConfig) -> None:
         if k == "DS_ACCELERATOR" and job.resources.use_gpu:
             continue
         os.environ.setdefault(k, v)
-    if not job.resources.address:
+    joining = job.resources.cluster_address() is not None
+    if not joining:
         # A local cluster is never preempted: skip Ray Train's preemption-watcher actor per run.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        # Ray 2.60 turns token authentication on for a new local cluster (a token in
+        # ~/.ray/auth_token, made if missing) and warns about it at every start: the same choice,
+        # made quietly. RAY_AUTH_MODE set by the user wins; a cluster that is joined keeps its own.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     env_vars = {k: os.environ[k] for k in (*RAY_ENV, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
                 if k in os.environ}
-    if job.resources.address:
-        ray.init(address=job.resources.address, runtime_env={"env_vars": env_vars},
-                 log_to_driver=True)
+    if joining:
+        # address None: Ray reads RAY_ADDRESS itself (and joins with no num_cpus, as it must).
+        ray.init(address=job.resources.address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
     else:
         num_cpus = job.resources.local_num_cpus or (os.cpu_count() or 1) + 1
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, runtime_env={
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, runtime_env={
             "env_vars": env_vars, "worker_process_setup_hook": "llm_ray.training.launch.quiet_local_workers"})
 
 
