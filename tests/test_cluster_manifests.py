@@ -120,7 +120,7 @@ def test_manifests_and_docs_hold_the_commands_this_file_checks():
 
 @pytest.mark.parametrize("where,line,module,overrides", COMMANDS,
                          ids=[f"{w}:{' '.join(o)[:60]}" for w, _, _, o in COMMANDS])
-def test_every_command_composes_validates_and_plans(where, line, module, overrides):
+def test_every_command_composes_validates_and_plans(where, line, module, overrides, monkeypatch):
     """The command's overrides compose against conf/ (typos and renamed keys fail), the typed
     config validates, and a sweep's plan has cells (dry run: nothing is trained or written)."""
     from omegaconf import OmegaConf
@@ -142,8 +142,11 @@ def test_every_command_composes_validates_and_plans(where, line, module, overrid
 
     submitted = "ray job submit" in line or "RayJob" in where
     if submitted or where.startswith("cluster/"):
-        # Inside a Ray job the driver must join the cluster: ray.init(num_cpus=...) would fail.
-        assert job.resources.address == "auto", f"{where}: add resources.address=auto"
+        # Inside a Ray job the driver joins the job's cluster through the RAY_ADDRESS Ray sets (Ray's
+        # convention): the command must not force a local cluster or name another one.
+        assert job.resources.address in (None, "auto"), f"{where}: drop resources.address={job.resources.address}"
+        monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+        assert job.resources.cluster_address() is not None
     if where.startswith("cluster/"):
         # A multi-node cluster needs one storage every node reaches, never a node-local path.
         store = cfg.sweep.storage_path if module == "llm_ray.sweep" and cfg.sweep.storage_path \

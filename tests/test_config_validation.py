@@ -83,3 +83,24 @@ def test_misspelt_hydra_override_is_refused_at_composition():
 
     with pytest.raises(ConfigCompositionException, match="trainer.nam"):
         compose_train("trainer.nam=3")
+
+
+def test_ray_address_names_the_cluster_to_join_and_resources_address_wins(monkeypatch):
+    """Ray's convention: a driver joins the cluster RAY_ADDRESS names (`ray job submit` sets it);
+    `resources.address` overrides it, and `local` starts a local cluster even so. A cluster's CPUs
+    are the cluster's to count, so the local core count no longer limits the workers."""
+    from llm_ray.core.config import ResourcesConfig, validate_train_job
+
+    from conftest import compose_train
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ResourcesConfig().cluster_address() is None
+    assert ResourcesConfig(address="auto").cluster_address() == "auto"
+    big = compose_train("trainer.num_workers=64", "trainer.global_batch_tokens=131072", "trainer.tokens=1e8")
+    with pytest.raises(ValueError, match="trainer.num_workers=64"):
+        validate_train_job(big)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.7:6379")
+    assert ResourcesConfig().cluster_address() == "10.0.0.7:6379"
+    assert ResourcesConfig(address="ray://head:10001").cluster_address() == "ray://head:10001"
+    assert ResourcesConfig(address="local").cluster_address() is None
+    validate_train_job(big)

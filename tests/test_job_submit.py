@@ -137,15 +137,17 @@ def ray_head():
 
 
 def test_ray_job_submit_runs_a_smoke_sweep_on_a_head_started_by_hand(ray_head, tmp_path):
-    """Submit with `--working-dir .` and cluster/runtime_env.yaml, wait for SUCCEEDED, then read
-    the sweep's outputs from storage; no secret in the outputs, the job's logs or the head's logs."""
+    """Submit the plain command (no `resources.address`: the driver joins the cluster named by the
+    RAY_ADDRESS a Ray job sets, Ray's convention) with `--working-dir .` and cluster/runtime_env.yaml,
+    wait for SUCCEEDED, then read the sweep's outputs from storage; no secret in the outputs, the
+    job's logs or the head's logs."""
     out = tmp_path / "runs"
     sid = f"llm-ray-smoke-{uuid.uuid4().hex[:8]}"
     t0 = time.time()
     submit = subprocess.run(
         [RAY, "job", "submit", "--address", ray_head["address"], "--submission-id", sid,
          "--working-dir", ".", "--runtime-env", "cluster/runtime_env.yaml", "--",
-         "python", "-m", "llm_ray.sweep", *SWEEP, "resources.address=auto",
+         "python", "-m", "llm_ray.sweep", *SWEEP,  # no address: the job's RAY_ADDRESS is joined
          f"trainer.storage_path={out}", f"hydra.run.dir={tmp_path}/hydra"],
         cwd=ROOT, env=ray_head["env"], capture_output=True, text=True, timeout=420)
     logs = submit.stdout + submit.stderr

@@ -1,4 +1,4 @@
-"""The three places llm-ray reaches into Ray's private modules (checked against Ray 2.60.0) still
+"""The places llm-ray reaches into Ray's private modules (checked against Ray 2.60.0) still
 exist: if Ray moves one, this fails loudly here instead of the patch silently doing nothing."""
 
 from __future__ import annotations
@@ -37,3 +37,22 @@ assert not set(CLOUD_SECRETS) & class_cache.ENV_VARS_TO_PROPAGATE
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_token_auth_warning_comes_from_the_logger_a_local_start_quiets():
+    from ray._private.authentication import authentication_token_setup as setup
+
+    from llm_ray.training.launch import RAY_AUTH_LOGGER
+
+    assert setup.__name__ == RAY_AUTH_LOGGER
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger = logging.getLogger(RAY_AUTH_LOGGER)
+    logger.addHandler(handler)
+    try:
+        setup._warn_token_auth_enabled()
+    finally:
+        logger.removeHandler(handler)
+    assert [r.levelno for r in seen] == [logging.WARNING]
+    assert "Token authentication is enabled" in seen[0].getMessage()

@@ -19,6 +19,7 @@ import dataclasses
 import os
 import re
 import sys
+import time
 from typing import Any, Optional
 
 SECRET_KEY_PATTERN = re.compile(r"(api[_-]?key|secret|token|password|credential|access[_-]?key)", re.I)
@@ -112,17 +113,18 @@ def start_run(cfg, *, name: str, key: str, job_type: str, config: dict):
 def _start_online(wandb, kwargs: dict):
     """(the online run, None), or (None, why not) when the server does not answer in PROBE_TIMEOUT_S
     or `wandb.init` fails (W&B's CommError after its init_timeout, a refused key, ...)."""
+    t0 = time.monotonic()
     base_url = wandb.setup().settings.base_url  # W&B's own resolution: WANDB_BASE_URL, `wandb login --host`
     silent = unanswered(base_url, PROBE_TIMEOUT_S)
     if silent:
-        return None, f"{_without_credentials(base_url)} did not answer ({silent})"
+        return None, f"{_without_credentials(base_url)} did not answer ({silent}; {time.monotonic() - t0:.1f} s)"
     try:
         return wandb.init(mode="online", settings=_settings(wandb, online=True), **kwargs), None
     except Exception as err:  # noqa: BLE001 - tracking never costs a run
         # A failed init leaves its run registered in W&B's service process, and an offline init of
         # the same id then times out too (wandb/wandb#9865); teardown ends that service.
         wandb.teardown()
-        return None, f"wandb.init failed ({_brief(err)})"
+        return None, f"wandb.init failed ({_brief(err)}; {time.monotonic() - t0:.1f} s)"
 
 
 def _settings(wandb, *, online: bool):
@@ -155,7 +157,7 @@ def unanswered(url: str, timeout: float) -> Optional[str]:
 
     thread = threading.Thread(target=probe, daemon=True)
     thread.start()
-    thread.join(timeout)
+    thread.join(timeout + 1)
     return outcome[0] if outcome else f"no answer in {timeout:.0f} s"
 
 

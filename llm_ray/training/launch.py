@@ -95,19 +95,39 @@ def init_ray(job: TrainJobConfig) -> None:
     if not joining:
         # A local cluster is never preempted: skip Ray Train's preemption-watcher actor per run.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        # Ray 2.60 turns token authentication on for a new local cluster (a token in
-        # ~/.ray/auth_token, made if missing) and warns about it at every start: the same choice,
-        # made quietly. RAY_AUTH_MODE set by the user wins; a cluster that is joined keeps its own.
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
     env_vars = {k: os.environ[k] for k in (*RAY_ENV, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
                 if k in os.environ}
     if joining:
         # address None: Ray reads RAY_ADDRESS itself (and joins with no num_cpus, as it must).
         ray.init(address=job.resources.address, runtime_env={"env_vars": env_vars}, log_to_driver=True)
     else:
-        num_cpus = job.resources.local_num_cpus or (os.cpu_count() or 1) + 1
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True, runtime_env={
-            "env_vars": env_vars, "worker_process_setup_hook": "llm_ray.training.launch.quiet_local_workers"})
+        start_local_cluster(job, env_vars)
+
+
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+"""Ray's private module that warns about token authentication at each local start (checked against
+Ray 2.60.0; tests/test_ray_internals.py fails loudly if it moves)."""
+
+
+def start_local_cluster(job: TrainJobConfig, env_vars: dict) -> None:
+    """A new local cluster (`address="local"`: never some other cluster found on the machine).
+
+    Ray 2.60 turns token authentication on for a new local cluster (its token in ~/.ray/auth_token,
+    made if missing) and warns that it did at every start: llm-ray keeps Ray's choice and makes it
+    quietly (RAY_AUTH_MODE, when set, decides as Ray documents)."""
+    import logging
+
+    import ray
+
+    auth_log = logging.getLogger(RAY_AUTH_LOGGER)
+    level = auth_log.level
+    auth_log.setLevel(logging.ERROR)
+    try:
+        ray.init(address="local", num_cpus=job.resources.local_num_cpus or (os.cpu_count() or 1) + 1,
+                 include_dashboard=False, log_to_driver=True, runtime_env={
+                     "env_vars": env_vars, "worker_process_setup_hook": "llm_ray.training.launch.quiet_local_workers"})
+    finally:
+        auth_log.setLevel(level)
 
 
 def prepare(job: TrainJobConfig, log=print):
