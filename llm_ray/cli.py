@@ -173,7 +173,7 @@ def check_overrides(config_name: str, argv: list) -> None:
 def top_level_keys(config_name: str) -> list:
     """The groups and keys at the top of conf/<config_name>.yaml (and Hydra's own node)."""
     cfg = OmegaConf.load(os.path.join(CONF, f"{config_name}.yaml"))
-    groups = [str(k).removeprefix("override ").split("@")[0] for entry in cfg.get("defaults", [])
+    groups = [str(k).split()[-1].split("@")[0] for entry in cfg.get("defaults", [])  # `override x@y`, `optional x`
               if isinstance(entry, DictConfig) for k in entry]
     return list(dict.fromkeys([*groups, *(k for k in cfg if k != "defaults"), "hydra"]))
 

@@ -139,7 +139,8 @@ def _settings(wandb, *, online: bool):
 
 def unanswered(url: str, timeout: float) -> Optional[str]:
     """None when `url` gives any HTTP answer (whatever its status) within `timeout` seconds, else
-    why not. The request runs in a daemon thread, so a stalled DNS lookup is bounded as well."""
+    why not. The request runs in a daemon thread, abandoned a second after its own timeout, so a
+    stalled DNS lookup is bounded as well."""
     import threading
     import urllib.error
     import urllib.request
