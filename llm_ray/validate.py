@@ -10,10 +10,9 @@ A sweep with `sweep.validate_flops` does all of this itself after its fit.
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from llm_ray.cli import register_configs, run_command
+from llm_ray.cli import command
 
 
 def run_on_sweep(sweep_dir: str, flops: list, log=print) -> None:
@@ -24,23 +23,19 @@ def run_on_sweep(sweep_dir: str, flops: list, log=print) -> None:
     log(f"validation: {sweep_dir}/validation.md (in report.md), validation.json, validation.png")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="validate")
+@command("validate")
 def main(cfg: DictConfig) -> None:
     from llm_ray.core.plan import SweepConfig
     from llm_ray.io import storage
 
-    def body():
-        sweep_dir = storage.to_local_or_url(str(cfg.sweep_dir))
-        if not storage.exists(storage.join(sweep_dir, "fit.json")):
-            raise ValueError(f"sweep_dir={sweep_dir!r} holds no fit.json: give the directory a finished sweep "
-                             f"wrote (printed as 'sweep directory:' at its end).")
-        plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
-        flops = list(cfg.flops) or SweepConfig(**plan["sweep"]).held_out_budgets
-        run_on_sweep(sweep_dir, flops)
-
-    run_command("validate", body)
+    sweep_dir = storage.to_local_or_url(str(cfg.sweep_dir))
+    if not storage.exists(storage.join(sweep_dir, "fit.json")):
+        raise ValueError(f"sweep_dir={sweep_dir!r} holds no fit.json: give the directory a finished sweep "
+                         f"wrote (printed as 'sweep directory:' at its end).")
+    plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
+    flops = list(cfg.flops) or SweepConfig(**plan["sweep"]).held_out_budgets
+    run_on_sweep(sweep_dir, flops)
 
 
 if __name__ == "__main__":
-    register_configs()
     main()
