@@ -208,7 +208,7 @@ def test_a_failed_online_init_falls_back_offline_in_the_same_process(tmp_path):
     init_timeout (WANDB_INIT_TIMEOUT, W&B's variable, respected) the run logs offline."""
     with failing_server() as port:
         result, lines = start_run_in_subprocess("online", str(tmp_path), WANDB_BASE_URL=f"http://127.0.0.1:{port}",
-                                                WANDB_INIT_TIMEOUT="8")
+                                                WANDB_INIT_TIMEOUT="5")
     assert_offline_files(result, tmp_path)
     (warning,) = [ln for ln in lines if "llm_ray:" in ln]
     m = re.search(r"wandb.init failed \(.*; ([0-9.]+) s\); run C1e12-N10k logs offline instead", warning)
