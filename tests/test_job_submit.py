@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import shutil
-import signal
+
 import socket
 import subprocess
 import sys

@@ -31,7 +31,7 @@ SECRETS = [FAKE_SECRETS["AWS_SECRET_ACCESS_KEY"], FAKE_SECRETS["WANDB_API_KEY"],
 # their checkpoints every 50 steps go to S3 through Ray's pyarrow filesystem.
 SWEEP = ["sweep=smoke", "sweep.budgets=[5e10]", "sweep.sizes=[3.5e4,9e4]",
          "sweep.max_concurrent_trials=1", "sweep.train_in_process=false", "fit.n_bootstrap=20",
-         "data.max_bytes=2000000", "trainer.eval_every=40", "trainer.log_every=40",
+         "data.max_bytes=2000000", "trainer.eval_tokens=16384", "trainer.eval_every=40", "trainer.log_every=40",
          "trainer.checkpoint_every=50", "wandb.mode=offline"]
 
 
