@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-
 import socket
 import subprocess
 import sys
