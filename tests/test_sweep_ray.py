@@ -58,7 +58,9 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
         assert result["pid"] == json.load(open(os.path.join(cell_dir, "trial.json")))["pid"]
         assert not glob.glob(os.path.join(cell_dir, "checkpoint_*"))
     fit = json.load(open(os.path.join(sweep_dir, "fit.json")))
-    assert fit["approach3"]["status"] == "ok" and fit["approach3"]["E"] > 0
+    assert fit["approach3"]["status"] == "ok" and fit["approach3"]["E"] >= 0
+    # Six tiny cells may not identify the floor; then the fit says so rather than reporting E = 0.
+    assert fit["approach3"]["E"] > 0 or any("do not identify E" in w for w in fit["warnings"])
     assert fit["predictions"] and fit["predictions"][0]["flops"] == 1e12
     report = open(os.path.join(sweep_dir, "report.md")).read()
     assert report.startswith("# Scaling-law report") and "## The answer" in report

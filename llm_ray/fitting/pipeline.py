@@ -140,6 +140,9 @@ def summarize(out: FitOutcome) -> dict:
                 warnings.append(f"approach 3 did not converge (max|grad| = {p.grad_norm:.3g}); do not trust it.")
             if not (p.alpha > 0 and p.beta > 0):
                 warnings.append("approach 3: alpha or beta <= 0, so L does not fall with N or D: no frontier.")
+            if p.E < 1e-3 * float(out.final["loss"].min()):
+                warnings.append(f"approach 3: the floor E = {p.E:.3g} sits at its lower bound: these runs do not "
+                                "identify E (add budgets or sizes); its loss forecasts lean on the A and B terms alone.")
         else:
             fit = out.envelope if name == "approach1" else out.isoflop
             laws = fit.laws

@@ -99,15 +99,28 @@ def start_run(cfg, *, name: str, key: str, job_type: str, config: dict):
         run, problem = _start_online(wandb, kwargs)
         if run is not None:
             return run
-    try:
-        run = wandb.init(mode="offline", settings=_settings(wandb, online=False), **kwargs)
-    except Exception as err:  # noqa: BLE001 - tracking never costs a run
-        _say(f"W&B: run {name} could not start even offline ({_brief(err)}); it trains without W&B.")
+    run = _start_offline(wandb, kwargs, name)
+    if run is None:
         return None
     if problem:
         _say(f"W&B: {problem}; run {name} logs offline instead: upload it later with "
              f"`wandb sync {run.settings.sync_dir}`")
     return run
+
+
+def _start_offline(wandb, kwargs: dict, name: str, tries: int = 2):
+    """The offline run, or None (one line says so). After a failed online init W&B's service can
+    still hold the run's id for a moment under load ("run ID ... is in use", seen on a busy 2-core
+    machine): the service is torn down once more and the start tried again."""
+    for attempt in range(tries):
+        try:
+            return wandb.init(mode="offline", settings=_settings(wandb, online=False), **kwargs)
+        except Exception as err:  # noqa: BLE001 - tracking never costs a run
+            if attempt == tries - 1:
+                _say(f"W&B: run {name} could not start even offline ({_brief(err)}); it trains without W&B.")
+                return None
+            wandb.teardown()
+            time.sleep(1.0)
 
 
 def _start_online(wandb, kwargs: dict):
