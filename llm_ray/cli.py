@@ -23,13 +23,14 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from llm_ray.core import config as job_config
 from llm_ray.core.config import COMPONENTS, TrainJobConfig
 from llm_ray.core.plan import SweepConfig
+from llm_ray.finetune.config import DownstreamConfig
 from llm_ray.fitting.config import FitConfig
 
 CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 SCHEMAS = {"model": job_config.ModelConfig, "data": job_config.DataConfig,
            "deepspeed": job_config.DeepSpeedConfig, "trainer": job_config.TrainerConfig,
            "resources": job_config.ResourcesConfig, "wandb": job_config.WandbConfig,
-           "sweep": SweepConfig, "fit": FitConfig}
+           "sweep": SweepConfig, "fit": FitConfig, "downstream": DownstreamConfig}
 
 
 def register_configs() -> None:

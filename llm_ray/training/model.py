@@ -90,9 +90,9 @@ class Transformer(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx, targets: (B, T) token ids. Returns logits (B, T, V) and the mean cross-entropy
-        in nats per token when targets are given."""
+    def hidden(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx: (B, T) token ids. The final, normalised hidden states (B, T, C): what the LM head
+        reads, and what a fine-tuning head (llm_ray.finetune) pools."""
         B, T = idx.shape
         pos = torch.arange(T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C)
@@ -101,7 +101,12 @@ class Transformer(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        return self.ln_f(x)  # (B, T, C)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx, targets: (B, T) token ids. Returns logits (B, T, V) and the mean cross-entropy
+        in nats per token when targets are given."""
+        logits = self.lm_head(self.hidden(idx))  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))

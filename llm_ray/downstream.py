@@ -1,0 +1,43 @@
+"""`python -m llm_ray.downstream sweep_dir=PATH [downstream=zh_sentiment] [overrides]`: fine-tune every
+finished cell of a sweep on a labelled task and map accuracy against pre-training compute.
+
+    python -m llm_ray.downstream sweep_dir=/abs/runs/zh_sentiment
+    python -m llm_ray.downstream sweep_dir=/abs/runs/x downstream=jsonl downstream.path=/abs/reviews.jsonl
+    python -m llm_ray.sweep +experiment=zh_sentiment          # the sweep, then this stage (sweep.stages)
+
+Writes downstream.parquet, downstream.md and the plots into the sweep directory and re-renders its
+report.md (llm_ray.stages.downstream). A re-run fine-tunes nothing twice.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from llm_ray.cli import register_configs, run_command
+
+
+def run_on_sweep(sweep_dir: str, cfg: DictConfig, log=print):
+    """The stage on a finished sweep; `cfg` is the sweep's composed config (or this command's): its
+    `downstream` group, and `resources` / `wandb` when present (else the sweep's own)."""
+    from llm_ray.stages.downstream import run_downstream
+
+    resources = OmegaConf.to_object(cfg.resources) if "resources" in cfg else None
+    wandb_cfg = OmegaConf.to_object(cfg.wandb) if "wandb" in cfg else None
+    return run_downstream(sweep_dir, OmegaConf.to_object(cfg.downstream), resources, wandb_cfg, log=log)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="downstream")
+def main(cfg: DictConfig) -> None:
+    def body():
+        if OmegaConf.is_missing(cfg, "sweep_dir"):
+            raise ValueError("sweep_dir=PATH is required: the directory a sweep wrote (absolute path or URL).")
+        table = run_on_sweep(str(cfg.sweep_dir), cfg)
+        print(f"downstream: {len(table)} rows in {cfg.sweep_dir}/downstream.parquet; section {cfg.sweep_dir}/downstream.md")
+
+    run_command("downstream", body)
+
+
+if __name__ == "__main__":
+    register_configs()
+    main()
