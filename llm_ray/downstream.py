@@ -11,10 +11,9 @@ report.md (llm_ray.stages.downstream). A re-run fine-tunes nothing twice.
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from llm_ray.cli import register_configs, run_command
+from llm_ray.cli import command
 
 
 def run_on_sweep(sweep_dir: str, cfg: DictConfig, log=print):
@@ -27,17 +26,21 @@ def run_on_sweep(sweep_dir: str, cfg: DictConfig, log=print):
     return run_downstream(sweep_dir, OmegaConf.to_object(cfg.downstream), resources, wandb_cfg, log=log)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="downstream")
-def main(cfg: DictConfig) -> None:
-    def body():
-        if OmegaConf.is_missing(cfg, "sweep_dir"):
-            raise ValueError("sweep_dir=PATH is required: the directory a sweep wrote (absolute path or URL).")
-        table = run_on_sweep(str(cfg.sweep_dir), cfg)
-        print(f"downstream: {len(table)} rows in {cfg.sweep_dir}/downstream.parquet; section {cfg.sweep_dir}/downstream.md")
+def check(cfg: DictConfig) -> None:
+    """What can be checked before the sweep trains: the downstream config, and the task's records and
+    splits (a typo in downstream.* fails at once, not after the pre-training)."""
+    from llm_ray.stages.downstream import load_splits
 
-    run_command("downstream", body)
+    load_splits(OmegaConf.to_object(cfg.downstream))
+
+
+@command("downstream")
+def main(cfg: DictConfig) -> None:
+    if OmegaConf.is_missing(cfg, "sweep_dir"):
+        raise ValueError("sweep_dir=PATH is required: the directory a sweep wrote (absolute path or URL).")
+    table = run_on_sweep(str(cfg.sweep_dir), cfg)
+    print(f"downstream: {len(table)} rows in {cfg.sweep_dir}/downstream.parquet; section {cfg.sweep_dir}/downstream.md")
 
 
 if __name__ == "__main__":
-    register_configs()
     main()

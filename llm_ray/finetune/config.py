@@ -37,7 +37,7 @@ class DownstreamConfig:
     """Tokens kept from the start of each text (at most the sweep's model.seq_len)."""
     lr: float = 1.0e-3
     """Peak AdamW learning rate of the fine-tune (every parameter, head and body)."""
-    epochs: int = 3
+    epochs: int = 4
     """Passes over the training examples."""
     batch_size: int = 32
     """Examples per optimizer step."""

@@ -42,10 +42,12 @@ def encode(tokenizer_path: str, texts, max_tokens: int) -> Encoded:
     return Encoded(ids=ids, lengths=np.array([len(r) for r in rows], dtype=np.int64))
 
 
-def batches(lengths: np.ndarray, batch_size: int, *, seed: int, epoch: int) -> list:
-    """Index arrays of one epoch: a (seed, epoch) permutation, length-sorted within windows."""
+def batches(lengths: np.ndarray, batch_size: int, *, seed: int, epoch: int,
+            bucket_batches: int = BUCKET_BATCHES) -> list:
+    """Index arrays of one epoch: a (seed, epoch) permutation, length-sorted within windows of
+    `bucket_batches` batches (1: plain random batches, each padded to its longest text)."""
     order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
-    window = batch_size * BUCKET_BATCHES
+    window = batch_size * bucket_batches
     out = []
     for w in range(0, len(order), window):
         chunk = order[w:w + window]
@@ -59,11 +61,12 @@ def _batch(data: Encoded, idx: np.ndarray) -> tuple:
     return torch.from_numpy(data.ids[idx, :lengths.max()]), torch.from_numpy(lengths)
 
 
-def finetune(model, data: Encoded, labels, recipe: dict, log=None) -> dict:
+def finetune(model, data: Encoded, labels, recipe: dict, log=None, bucket_batches: int = BUCKET_BATCHES) -> dict:
     """Train every parameter of `model` on (data, labels) with the recipe's AdamW and schedule.
     Returns timing and the last epoch's mean training loss."""
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    epochs = [batches(data.lengths, recipe["batch_size"], seed=recipe["seed"], epoch=e) for e in range(recipe["epochs"])]
+    epochs = [batches(data.lengths, recipe["batch_size"], seed=recipe["seed"], epoch=e, bucket_batches=bucket_batches)
+              for e in range(recipe["epochs"])]
     steps = sum(len(e) for e in epochs)
     warmup = int(round(recipe["warmup_fraction"] * steps))
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"])
