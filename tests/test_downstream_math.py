@@ -75,4 +75,4 @@ def test_config_refuses_an_unknown_task_and_a_test_split_too_small_for_the_inter
         DownstreamConfig(task="en_news")
     with pytest.raises(ValueError, match=r"downstream.n_test=200 is too small.*n_test >= 7\d\d"):
         DownstreamConfig(n_test=200)
-    assert DownstreamConfig(n_test=200, max_ci_halfwidth=0.06).n_test == 200
+    assert DownstreamConfig(n_test=200, max_ci_halfwidth=0.07).n_test == 200

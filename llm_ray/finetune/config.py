@@ -90,7 +90,7 @@ class DownstreamConfig:
         if widest > self.max_ci_halfwidth:
             raise ValueError(
                 f"downstream.n_test={self.n_test} is too small for the interval asked: its "
-                f"{self.ci_level:.0%} accuracy interval reaches +-{widest:.3f}, wider than "
+                f"{self.ci_level:.0%} accuracy interval reaches +-{widest:.4f}, wider than "
                 f"downstream.max_ci_halfwidth={self.max_ci_halfwidth}: use downstream.n_test >= "
                 f"{min_test_size(self.max_ci_halfwidth, self.ci_level)} (or widen max_ci_halfwidth).")
 
