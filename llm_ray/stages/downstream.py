@@ -87,7 +87,7 @@ def run_downstream(sweep_dir: str, cfg: DownstreamConfig, resources: Optional[Re
     tokenizer_path = check_checkpoints(cells)
     splits = load_splits(cfg)
     check_max_tokens(cfg, cells)
-    stage_dir = storage.join(sweep_dir, "downstream", f"{cfg.task}-{content_key(cfg, tokenizer_path)}")
+    stage_dir = storage.join(sweep_dir, "downstream", f"{cfg.task}-{content_key(cfg, cells[0].record.data['key'])}")
     split_path = write_split(splits, tokenizer_path, cfg.max_tokens, stage_dir)
     jobs = plan_jobs(cells, cfg, split_path, stage_dir, len(splits.classes))
     pending = [j for j in jobs if not finished(j)]
@@ -188,8 +188,10 @@ def check_max_tokens(cfg: DownstreamConfig, cells: list[SweepCell]) -> None:
 # Jobs and trials
 # --------------------------------------------------------------------------------------------
 
-def content_key(cfg: DownstreamConfig, tokenizer_path: str) -> str:
-    blob = json.dumps({"task": cfg.task_key(), "recipe": cfg.recipe(), "tokenizer": tokenizer_path}, sort_keys=True)
+def content_key(cfg: DownstreamConfig, data_key: str) -> str:
+    """Hash of the task, its split, the recipe and the sweep's data entry (its tokenizer), not of any
+    path: a sweep directory moved elsewhere keeps its fine-tunes."""
+    blob = json.dumps({"task": cfg.task_key(), "recipe": cfg.recipe(), "data": data_key}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
