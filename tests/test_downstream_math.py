@@ -76,3 +76,31 @@ def test_config_refuses_an_unknown_task_and_a_test_split_too_small_for_the_inter
     with pytest.raises(ValueError, match=r"downstream.n_test=200 is too small.*n_test >= 7\d\d"):
         DownstreamConfig(n_test=200)
     assert DownstreamConfig(n_test=200, max_ci_halfwidth=0.07).n_test == 200
+
+
+def test_loss_forecast_refits_the_sweeps_law_from_its_results_table(tmp_path):
+    """The first step of the forecast: approach 3 refitted from results.parquet with the sweep's own
+    fit config (fit.json) recovers a known law's L_opt(C), with one bootstrap replicate per resample."""
+    import pandas as pd
+
+    from llm_ray.fitting import FitConfig
+    from llm_ray.fitting.parametric import frontier
+    from llm_ray.io import storage
+    from llm_ray.reporting.downstream import loss_forecasts
+    from llm_ray.sweeps.results import write_results
+
+    law = np.array([2.0, 400.0, 400.0, 0.34, 0.28])
+    rows = []
+    for c in (1e17, 3e17, 1e18, 3e18):
+        for n in np.geomspace(2e7, 5e8, 6):
+            d = c / (6 * n)
+            loss = law[0] + law[1] / n ** law[3] + law[2] / d ** law[4]
+            rows.append({"cell_id": f"C{c:g}-N{n:.3g}", "run_id": f"C{c:g}-N{n:.3g}", "budget": c, "params": n,
+                         "tokens": d, "flops": c, "loss": loss, "step": 1, "final": True, "status": "ok",
+                         "role": "sweep"})
+    write_results(pd.DataFrame(rows), str(tmp_path))
+    cfg = FitConfig(n_bootstrap=30, predict_flops=[1e20], flops_per_param_token=6.0)
+    storage.write_json(str(tmp_path / "fit.json"), {"config": cfg.to_dict()})
+    flops, loss, samples, note = loss_forecasts(str(tmp_path))
+    assert flops == [1e20] and note == "" and samples.shape == (30, 1)
+    assert loss[0] == pytest.approx(frontier(law, [1e20], 6.0)[2][0], rel=0.01)

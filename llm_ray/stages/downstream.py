@@ -94,7 +94,9 @@ def run_downstream(sweep_dir: str, cfg: DownstreamConfig, resources: Optional[Re
     log(f"downstream {cfg.task}: {len(jobs) - len(pending)} fine-tunes already done (kept), {len(pending)} to run "
         f"({len(splits.train_texts)} train / {len(splits.test_texts)} test examples, {len(splits.classes)} classes)")
     if pending:
+        t0 = time.perf_counter()
         run_trials(pending, stage_dir, cfg, resources or ResourcesConfig(**cells[0].record.job.get("resources", {})))
+        log(f"downstream {cfg.task}: {len(pending)} fine-tune trials in {time.perf_counter() - t0:.0f} s")
     rows = [finetune_row(j, cfg) for j in jobs if finished(j)]
     failed = [j.row_id for j in jobs if not finished(j)]
     table = pd.DataFrame(baseline_rows(splits, cfg) + rows, columns=COLUMNS)
