@@ -127,6 +127,15 @@ def fit_sigmoid(loss: Sequence[float], acc: Sequence[float], floor: float,
     return SigmoidFit(float(floor), *(float(v) for v in best.x), rmse, len(x))
 
 
+def fitted_span(fit: SigmoidFit, loss: Sequence[float]) -> float:
+    """How far the fitted curve moves over the measured losses (max - min of acc(L) there). Below the
+    cells' own binomial noise the data show no dependence on the loss: the curve sits on one of its
+    flat arms, and its slope and midpoint are not identified (any far-away midpoint fits as well)."""
+    x = np.linspace(float(np.min(loss)), float(np.max(loss)), 101)
+    y = sigmoid(x, fit.floor, fit.params())
+    return float(y.max() - y.min())
+
+
 def sigmoid_samples(fit: SigmoidFit, loss: Sequence[float], acc: Sequence[float], n_resamples: int,
                     seed: int) -> np.ndarray:
     """(R, 3) bootstrap replicates of (ceiling, midpoint, slope): cells drawn with replacement, each

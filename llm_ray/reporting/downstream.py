@@ -25,6 +25,14 @@ class DownstreamFit(NamedTuple):
     samples: Optional[np.ndarray]
     forecasts: list
     note: str = ""
+    span: float = float("nan")
+    """How far the fitted curve moves over the cells' losses (fitting.downstream.fitted_span)."""
+    noise: float = float("nan")
+    """The cells' mean binomial half-width: a span below it is no detectable trend."""
+
+    @property
+    def flat(self) -> bool:
+        return bool(self.span < self.noise)
 
 
 def fit_downstream(sweep_dir: str, table: pd.DataFrame, n_classes: int, n_bootstrap: int, level: float,
@@ -32,7 +40,7 @@ def fit_downstream(sweep_dir: str, table: pd.DataFrame, n_classes: int, n_bootst
     """Sigmoid of accuracy vs pre-training loss (floor: chance, 1/K on the balanced test split), and
     accuracy at the sweep's fit.predict_flops through approach 3's L_opt(C) (refitted here from
     results.parquet with the sweep's own fit config, for its bootstrap replicates)."""
-    from llm_ray.fitting.downstream import fit_sigmoid, forecast_accuracy, sigmoid_samples
+    from llm_ray.fitting.downstream import fit_sigmoid, fitted_span, forecast_accuracy, sigmoid_samples
 
     pre = table[table["kind"] == "pretrained"]
     try:
@@ -42,7 +50,8 @@ def fit_downstream(sweep_dir: str, table: pd.DataFrame, n_classes: int, n_bootst
     samples = sigmoid_samples(fit, pre["pretrain_loss"], pre["accuracy"], n_bootstrap, seed) if n_bootstrap else None
     flops, loss, loss_samples, note = loss_forecasts(sweep_dir)
     return DownstreamFit(fit, samples, forecast_accuracy(fit, samples, flops, loss, loss_samples, level) if flops else [],
-                         note)
+                         note, span=fitted_span(fit, pre["pretrain_loss"]),
+                         noise=float(((pre["accuracy_hi"] - pre["accuracy_lo"]) / 2).mean()))
 
 
 def loss_forecasts(sweep_dir: str) -> tuple:
@@ -153,17 +162,24 @@ def fit_lines(fit: DownstreamFit, pct: str) -> list:
     if fit.sigmoid is None:
         return [f"- Accuracy vs pre-training loss: no sigmoid fit ({fit.note})."]
     s = fit.sigmoid
-    ci = {}
-    if fit.samples is not None:
-        from llm_ray.fitting.bootstrap import percentile_interval
+    if fit.flat:
+        lines = [f"- **Accuracy vs pre-training loss L: no detectable dependence.** Over the {s.n} cells' losses the "
+                 f"fitted sigmoid (floor = chance {s.floor:.3f}) moves {100 * fit.span:.2f} points, less than the cells' "
+                 f"own binomial noise (±{100 * fit.noise:.1f} points): it sits on one flat arm, its slope and midpoint "
+                 f"are not identified, and no interval is quoted for them (bootstrap replicates warm-started from "
+                 f"the fit stay on that arm). The forecast below is that flat level."]
+    else:
+        ci = {}
+        if fit.samples is not None:
+            from llm_ray.fitting.bootstrap import percentile_interval
 
-        lo, hi = percentile_interval(fit.samples, float(pct.rstrip("%")) / 100)
-        ci = {name: (lo[i], hi[i]) for i, name in enumerate(("ceiling", "midpoint", "slope"))}
-    lines = [f"- **Accuracy vs pre-training loss L** (sigmoid over {s.n} cells, floor = chance {s.floor:.3f}): "
-             f"acc(L) = {s.floor:.2f} + ({with_interval(s.ceiling, ci.get('ceiling'), '.3f')} - {s.floor:.2f}) / "
-             f"(1 + exp({with_interval(s.slope, ci.get('slope'), '.3g')} (L - "
-             f"{with_interval(s.midpoint, ci.get('midpoint'), '.3f')}))); rms residual {100 * s.rmse:.2f} points "
-             f"({pct} bootstrap intervals over cells)."]
+            lo, hi = percentile_interval(fit.samples, float(pct.rstrip("%")) / 100)
+            ci = {name: (lo[i], hi[i]) for i, name in enumerate(("ceiling", "midpoint", "slope"))}
+        lines = [f"- **Accuracy vs pre-training loss L** (sigmoid over {s.n} cells, floor = chance {s.floor:.3f}): "
+                 f"acc(L) = {s.floor:.2f} + ({with_interval(s.ceiling, ci.get('ceiling'), '.3f')} - {s.floor:.2f}) / "
+                 f"(1 + exp({with_interval(s.slope, ci.get('slope'), '.3g')} (L - "
+                 f"{with_interval(s.midpoint, ci.get('midpoint'), '.3f')}))); rms residual {100 * s.rmse:.2f} points "
+                 f"({pct} bootstrap intervals over cells)."]
     if not fit.forecasts:
         return lines + [f"- Two-step forecast: none ({fit.note})."]
     lines += ["", f"Two-step forecast (approach 3's compute-optimal loss L_opt(C), then the sigmoid; {pct} bootstrap "
