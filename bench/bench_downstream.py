@@ -85,6 +85,8 @@ def main() -> None:
     print(f"task {cfg.task}: {len(splits.train_texts)} train / {len(splits.test_texts)} test, mean "
           f"{train.lengths.mean():.0f} tokens (max {cfg.max_tokens}); {recipe['epochs']} epochs, batch "
           f"{recipe['batch_size']}, {args.threads} thread(s); load average {os.getloadavg()[0]:.1f}")
+    # One short fine-tune first, so that the first row does not pay for the process's warm-up.
+    time_finetune(shapes[0][1], train, splits.train_labels, test, {**recipe, "epochs": 1}, bucket_batches=16)
     print(f"{'shape':>10} {'cells':>5} {'bucketed s':>10} {'random s':>9} {'ratio':>6} {'eval s':>7}")
     total = 0.0
     for label, model_dict, n_cells in shapes:
