@@ -136,13 +136,7 @@ def summarize(out: FitOutcome) -> dict:
                 with np.errstate(all="ignore"):
                     full = np.column_stack([samples, be / (al + be), al / (al + be)])
                 entry["ci"] = _intervals(full, PARAMETRIC_NAMES + ("a", "b"), level)
-            if not p.converged:
-                warnings.append(f"approach 3 did not converge (max|grad| = {p.grad_norm:.3g}); do not trust it.")
-            if not (p.alpha > 0 and p.beta > 0):
-                warnings.append("approach 3: alpha or beta <= 0, so L does not fall with N or D: no frontier.")
-            if p.E < 1e-3 * float(out.final["loss"].min()):
-                warnings.append(f"approach 3: the floor E = {p.E:.3g} sits at its lower bound: these runs do not "
-                                "identify E (add budgets or sizes); its loss forecasts lean on the A and B terms alone.")
+            warnings += parametric_warnings(p, float(out.final["loss"].min()))
         else:
             fit = out.envelope if name == "approach1" else out.isoflop
             laws = fit.laws
@@ -188,6 +182,19 @@ def summarize(out: FitOutcome) -> dict:
             out.params_of("approach3"), out.samples.get("approach3"), cfg.predict_points, level=level)]
     res["warnings"] = warnings
     return _clean(res)
+
+
+def parametric_warnings(p: ParametricFit, lowest_loss: float) -> list[str]:
+    """What a reader of approach 3's law must know before trusting it."""
+    out = []
+    if not p.converged:
+        out.append(f"approach 3 did not converge (max|grad| = {p.grad_norm:.3g}); do not trust it.")
+    if not (p.alpha > 0 and p.beta > 0):
+        out.append("approach 3: alpha or beta <= 0, so L does not fall with N or D: no frontier.")
+    if p.E < 1e-3 * lowest_loss:
+        out.append(f"approach 3: the floor E = {p.E:.3g} sits at its lower bound: these runs do not identify E "
+                   "(add budgets or sizes); its loss forecasts lean on the A and B terms alone.")
+    return out
 
 
 def _intervals(samples: np.ndarray, names, level: float) -> dict:
