@@ -108,19 +108,24 @@ def start_run(cfg, *, name: str, key: str, job_type: str, config: dict):
     return run
 
 
-def _start_offline(wandb, kwargs: dict, name: str, tries: int = 2):
+def _start_offline(wandb, kwargs: dict, name: str):
     """The offline run, or None (one line says so). After a failed online init W&B's service can
-    still hold the run's id for a moment under load ("run ID ... is in use", seen on a busy 2-core
-    machine): the service is torn down once more and the start tried again."""
-    for attempt in range(tries):
-        try:
-            return wandb.init(mode="offline", settings=_settings(wandb, online=False), **kwargs)
-        except Exception as err:  # noqa: BLE001 - tracking never costs a run
-            if attempt == tries - 1:
-                _say(f"W&B: run {name} could not start even offline ({_brief(err)}); it trains without W&B.")
-                return None
-            wandb.teardown()
-            time.sleep(1.0)
+    still hold the run's id under load ("run ID ... is in use", seen on a busy 2-core CI machine,
+    even after a teardown): the second try tears the service down and starts under a fresh id, so
+    the run is still tracked (its `wandb sync` makes a W&B run of its own)."""
+    try:
+        return wandb.init(mode="offline", settings=_settings(wandb, online=False), **kwargs)
+    except Exception as err:  # noqa: BLE001 - tracking never costs a run
+        first = _brief(err)
+    wandb.teardown()
+    fresh = dict(kwargs, id=f"{kwargs['id']}-{os.getpid()}-{int(time.time())}")
+    try:
+        run = wandb.init(mode="offline", settings=_settings(wandb, online=False), **fresh)
+    except Exception as err:  # noqa: BLE001
+        _say(f"W&B: run {name} could not start even offline ({first}; then {_brief(err)}); it trains without W&B.")
+        return None
+    _say(f"W&B: run {name}'s id was still held ({first}); it logs offline as {fresh['id']}.")
+    return run
 
 
 def _start_online(wandb, kwargs: dict):
