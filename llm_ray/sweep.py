@@ -50,6 +50,8 @@ def stage_commands(names: list) -> list:
 def main(cfg: DictConfig) -> None:
     sweep = OmegaConf.to_object(cfg.sweep)
     stages = stage_commands(sweep.stages)
+    for stage in stages:  # each stage's own config checked now, before any cell trains
+        getattr(stage, "check", lambda _: None)(cfg)
     summary = run_sweep(job_from_hydra(cfg), sweep, OmegaConf.to_object(cfg.fit))
     if sweep.held_out_budgets and not sweep.dry_run and summary["fit"].error is None:
         from llm_ray.validate import run_on_sweep as validate
