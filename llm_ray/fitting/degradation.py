@@ -70,7 +70,8 @@ class DegradationFit:
         """delta at (N, D[, P or S]) under the fitted law."""
         p = self.params
         theta = np.array([np.log(p["C"]), p["gamma_D"], p["gamma_N"]])
-        log_delta = _design(np.asarray(params, float), np.asarray(tokens, float)) @ theta
+        n, d = np.broadcast_arrays(np.asarray(params, float), np.asarray(tokens, float))
+        log_delta = (_design(n.ravel(), d.ravel()) @ theta).reshape(n.shape)
         if self.form == "ptq":
             log_delta = log_delta - np.asarray(bits, float) / p["gamma_post"]
         elif self.form == "sparsity":

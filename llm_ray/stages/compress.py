@@ -197,7 +197,7 @@ def collect_table(sweep_dir: str, cells: list[CellRun], todo: list[Setting]) -> 
 
 def cell_columns(c: CellRun) -> dict:
     r = c.record
-    return {"run_id": r.run_id, "budget": float(r.cell.get("budget", np.nan)), "params": r.params,
+    return {"run_id": r.cell.get("name", r.run_id), "budget": float(r.cell.get("budget", np.nan)), "params": r.params,
             "params_non_embedding": r.params_non_embedding, "tokens": r.tokens, "flops": r.flops_exact,
             "tokens_per_param": r.tokens / r.params, "n_layer": r.model["n_layer"], "d_model": r.model["d_model"],
             "train_precision": r.deepspeed.get("precision", "fp32")}

@@ -33,7 +33,8 @@ def delta_png(table: pd.DataFrame, laws: list, floor: float) -> Optional[bytes]:
     by_name = {law.name: law for law in laws if law.ok and law.form == "power"}
     cols = min(4, len(shown))
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols + 1.2, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols + 1.2, 2.9 * rows + 0.6), squeeze=False,
+                             layout="constrained")
     norm, cmap = _size_colours(table)
     for ax, setting_id in zip(axes.flat, shown):
         g = table[table["setting_id"] == setting_id]
@@ -49,7 +50,8 @@ def delta_png(table: pd.DataFrame, laws: list, floor: float) -> Optional[bytes]:
                 ax.plot(dn, law.predict(n, dn * n), color=cmap(norm(n)), ls="--", lw=1)
             ax.text(0.03, 0.95, f"γ_D={law.params['gamma_D']:.2f}, γ_N={law.params['gamma_N']:.2f}",
                     transform=ax.transAxes, fontsize=7, va="top")
-        ax.axhline(floor, color="grey", lw=0.6, ls=":")
+        if (~above).any():
+            ax.axhline(floor, color="grey", lw=0.6, ls=":")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title(g["label"].iloc[0], fontsize=9)
@@ -60,9 +62,9 @@ def delta_png(table: pd.DataFrame, laws: list, floor: float) -> Optional[bytes]:
         ax.set_xlabel("tokens per parameter D/N")
     for ax in axes[:, 0]:
         ax.set_ylabel("Δloss [nats]")
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="parameters N", shrink=0.8)
-    fig.suptitle(f"Loss added by each compression vs D/N (dashed: fitted δ = C D^γ_D / N^γ_N; hollow: Δ ≤ {floor:g})",
-                 fontsize=10)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="parameters N", shrink=0.6)
+    fig.suptitle("Loss added by each compression vs D/N: points, the cells; dashed, the fitted δ = C D^γ_D / N^γ_N "
+                 f"per size N;\nhollow on the dotted line: Δ ≤ {floor:g} nats (not fitted)", fontsize=10)
     return png(fig, tight=False)
 
 
@@ -112,7 +114,9 @@ def sparsity_png(table: pd.DataFrame) -> Optional[bytes]:
     if not methods and not len(semi):
         return None
     methods = methods or ["prune_2_4"]
-    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods) + 1, 4.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(methods), figsize=(5.5 * len(methods) + 1, 4.6), squeeze=False, sharey=True,
+                             layout="constrained")
+    styles = dict(zip(sorted(table["budget"].unique()), ["-", "--", ":", "-."] * 10))
     norm, cmap = _size_colours(table)
     dense = table[table["method"] == BASELINE].set_index("cell_id")
     for ax, method in zip(axes[0], methods):
@@ -120,9 +124,11 @@ def sparsity_png(table: pd.DataFrame) -> Optional[bytes]:
             g = g.sort_values("sparsity")
             colour = cmap(norm(g["params"].iloc[0]))
             ax.plot([0.0, *g["sparsity"]], [dense.at[cell_id, "val_loss"], *g["val_loss"]], color=colour, lw=1,
-                    marker="o", ms=3)
+                    marker="o", ms=3, ls=styles[g["budget"].iloc[0]])
         ax.scatter(semi["sparsity"], semi["val_loss"], c=cmap(norm(semi["params"])), marker="*", s=70,
                    edgecolors="k", linewidths=0.4, zorder=4, label="2:4 semi-structured")
+        for budget, style in styles.items():
+            ax.plot([], [], color="grey", ls=style, label=f"C = {budget:.3g} FLOPs")
         ax.set_title({"prune_global": "global magnitude pruning", "prune_layer": "per-layer magnitude pruning",
                       "prune_2_4": "2:4 semi-structured"}[method], fontsize=10)
         ax.set_xlabel("sparsity S (fraction of target weights zero)")
@@ -130,5 +136,6 @@ def sparsity_png(table: pd.DataFrame) -> Optional[bytes]:
         ax.legend(fontsize=8, loc="upper left")
     axes[0, 0].set_ylabel("validation loss L [nats/token]")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="parameters N")
-    fig.suptitle("Loss vs sparsity, one line per cell (coloured by N)", fontsize=10)
+    fig.suptitle("Loss vs sparsity after magnitude pruning, one line per cell (colour: size N; line: training budget C)",
+                 fontsize=10)
     return png(fig, tight=False)
