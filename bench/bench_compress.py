@@ -4,12 +4,14 @@
    CPUs less one at a time), on a scratch copy of the sweep with no measurement yet, so every pair is
    evaluated; target: the default sweep's cells within 5 minutes on 2 CPU cores;
 2. the naive baseline: the same (cell, setting) pairs in a plain serial loop in this process (no Ray),
-   each reloading the weights and measuring the loss the same way.
+   each reloading the weights and measuring the loss the same way, on `--naive-cells` cells before
+   and again after the stage (a shared machine's load drifts: the ratio is against their mean),
+   extrapolated per evaluation to all cells.
 
 Prints the time per cell and per method (from each evaluation's own timing), both walls and their ratio.
 The stage's wall includes Ray's start, the fit of the degradation laws, the plots and the report.
 
-    python bench/bench_compress.py --sweep-dir runs/isoflop [--naive-cells 3]
+    python bench/bench_compress.py --sweep-dir runs/isoflop [--naive-cells 4]
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def naive(cells, todo, out_dir: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep-dir", default="runs/isoflop", help="a finished sweep with saved weights")
-    ap.add_argument("--naive-cells", type=int, default=0, help="cells in the serial baseline (0: all)")
+    ap.add_argument("--naive-cells", type=int, default=4, help="cells in the serial baseline (0: all)")
     args = ap.parse_args()
 
     from llm_ray.stages.compress import compress_sweep, finished_cells
@@ -64,12 +66,15 @@ def main() -> None:
         sweep_dir = scratch_copy(os.path.abspath(args.sweep_dir), tmp)
         cells = finished_cells(sweep_dir)[0]
         print(f"{len(cells)} cells x {len(todo)} settings = {len(cells) * len(todo)} evaluations, {os.cpu_count()} CPUs")
+        subset = cells[:args.naive_cells or len(cells)]
+        print(f"load average before: {os.getloadavg()[0]:.1f}")
+        naive_before = naive(subset, todo, os.path.join(tmp, "naive-before"))
         t0 = time.perf_counter()
         run = compress_sweep(sweep_dir, cfg, wandb_cfg=WandbConfig(mode="disabled"), resources=ResourcesConfig(),
                              log=lambda *a: None)
         stage_wall = time.perf_counter() - t0
-        subset = cells[:args.naive_cells or len(cells)]
-        naive_wall = naive(subset, todo, os.path.join(tmp, "naive"))
+        naive_after = naive(subset, todo, os.path.join(tmp, "naive-after"))
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
     t = run.table.assign(total_s=run.table["load_s"] + run.table["eval_s"])
     print("\nper cell (s, all settings; load = weights + held-out windows, eval = compress + forward):")
     per_cell = t.groupby("cell_id", sort=False).agg(params=("params", "first"), load_s=("load_s", "sum"),
@@ -77,13 +82,13 @@ def main() -> None:
     print(per_cell.to_string(float_format=lambda x: f"{x:.2f}"))
     print("\nper method (s per evaluation, mean over cells):")
     print(t.groupby("label", sort=False)[["load_s", "eval_s"]].mean().to_string(float_format=lambda x: f"{x:.3f}"))
-    naive_all = naive_wall * len(cells) / len(subset)
+    per_eval = [w / (len(subset) * len(todo)) for w in (naive_before, naive_after)]
+    naive_all = sum(per_eval) / 2 * len(t)
     print(f"\nstage (Ray tasks): {stage_wall:.1f} s wall for {len(t)} evaluations "
           f"(their own time: {t['total_s'].sum():.1f} s; target <= 300 s)")
-    print(f"naive serial loop: {naive_wall:.1f} s for {len(subset)} cells"
-          + (f", extrapolated to {len(cells)} cells: {naive_all:.1f} s" if len(subset) < len(cells) else ""))
+    print(f"naive serial loop: {per_eval[0]:.3f} s / {per_eval[1]:.3f} s per evaluation before / after the stage "
+          f"({len(subset)} cells), extrapolated to all {len(t)}: {naive_all:.1f} s")
     print(f"ratio naive / stage: {naive_all / stage_wall:.2f}")
-
 
 if __name__ == "__main__":
     main()
