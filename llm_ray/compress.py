@@ -12,10 +12,9 @@ report.md) beside the sweep, and a W&B `compress` run in the sweep's group. Re-r
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from llm_ray.cli import register_configs, run_command
+from llm_ray.cli import command
 
 
 def run_on_sweep(sweep_dir: str, cfg: DictConfig, log=print):
@@ -33,25 +32,21 @@ def check(cfg: DictConfig):
     return OmegaConf.to_object(cfg.compress)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="compress")
+@command("compress")
 def main(cfg: DictConfig) -> None:
-    def body():
-        from hydra.utils import to_absolute_path
+    from hydra.utils import to_absolute_path
 
-        from llm_ray.io import storage
+    from llm_ray.io import storage
 
-        if OmegaConf.is_missing(cfg, "sweep_dir"):
-            raise ValueError("sweep_dir=PATH is required: a sweep's directory (<trainer.storage_path>/<sweep.name>), "
-                             "local or a URL.")
-        sweep_dir = str(cfg.sweep_dir)
-        sweep_dir = storage.to_local_or_url(sweep_dir if "://" in sweep_dir else to_absolute_path(sweep_dir))
-        run = run_on_sweep(sweep_dir, cfg)
-        print(f"compress: {len(run.evaluated)} evaluated, {len(run.table)} rows in {sweep_dir}/compress.parquet; "
-              f"report: {sweep_dir}/report.md")
-
-    run_command("compress", body)
+    if OmegaConf.is_missing(cfg, "sweep_dir"):
+        raise ValueError("sweep_dir=PATH is required: a sweep's directory (<trainer.storage_path>/<sweep.name>), "
+                         "local or a URL.")
+    sweep_dir = str(cfg.sweep_dir)
+    sweep_dir = storage.to_local_or_url(sweep_dir if "://" in sweep_dir else to_absolute_path(sweep_dir))
+    run = run_on_sweep(sweep_dir, cfg)
+    print(f"compress: {len(run.evaluated)} evaluated, {len(run.table)} rows in {sweep_dir}/compress.parquet; "
+          f"report: {sweep_dir}/report.md")
 
 
 if __name__ == "__main__":
-    register_configs()
     main()
