@@ -90,28 +90,38 @@ def render_section(run, budgets: list[float], plots: list[str]) -> str:
 def answer_lines(answers: list[dict]) -> list[str]:
     lines = ["**The memory-constrained answer.** For each model size in bytes, the (N, precision or sparsity) "
              "with the lowest validation loss among all cells that fit, against the best fp32 model that fits:", ""]
-    compressed = 0
-    for a in answers:
-        best, dense = a["best"], a["fp32"]
-        if best is None:
-            lines.append(f"- **≤ {kb(a['budget'])}**: no model fits.")
-            continue
-        compressed += best["method"] != BASELINE
-        text = (f"- **≤ {kb(a['budget'])}**: N = {best['params']:,} (C = {best['budget']:.3g}, D = {best['tokens']:.3g}) "
-                f"at **{best['label']}** ({kb(best['bytes'])}): L = {best['val_loss']:.3f}")
-        if best["method"] == BASELINE:
-            text += "; no compressed model does better."
-        elif dense is None:
-            text += "; no fp32 model fits."
-        else:
-            text += (f"; the best fp32 model that fits, N = {dense['params']:,}, reaches {dense['val_loss']:.3f} "
-                     f"({dense['val_loss'] - best['val_loss']:+.3f} nats).")
-        lines.append(text)
-    fitting = sum(a["best"] is not None for a in answers)
-    lines += ["", f"A compressed model is best at {compressed} of {fitting} budgets: "
-              + ("shrinking a bigger model beats training a smaller fp32 one there." if compressed
-                 else "at these sizes, training a smaller fp32 model beats compressing a bigger one."), ""]
-    return lines
+    return lines + [answer_line(a) for a in answers] + ["", answer_summary(answers), ""]
+
+
+def answer_line(a: dict) -> str:
+    best, dense = a["best"], a["fp32"]
+    if best is None:
+        return f"- **≤ {kb(a['budget'])}**: no model fits."
+    text = (f"- **≤ {kb(a['budget'])}**: N = {best['params']:,} (C = {best['budget']:.3g}, D = {best['tokens']:.3g}) "
+            f"at **{best['label']}** ({kb(best['bytes'])}): L = {best['val_loss']:.3f}")
+    if best["method"] == BASELINE:
+        return text + "; no compressed model does better."
+    if dense is None:
+        return text + "; no fp32 model fits."
+    return text + (f"; the best fp32 model that fits, N = {dense['params']:,}, reaches {dense['val_loss']:.3f} "
+                   f"({dense['val_loss'] - best['val_loss']:+.3f} nats).")
+
+
+def answer_summary(answers: list[dict]) -> str:
+    """One sentence: where compression wins, and whether against an fp32 model that fits."""
+    fits = [a for a in answers if a["best"] is not None]
+    won = [a for a in fits if a["best"]["method"] != BASELINE]
+    beaten = [a["fp32"]["val_loss"] - a["best"]["val_loss"] for a in won if a["fp32"] is not None]
+    if not won:
+        return "At every budget the best model is an uncompressed one: compressing a bigger model never paid here."
+    text = f"A compressed model is best at {len(won)} of {len(fits)} budgets"
+    parts = []
+    if len(won) > len(beaten):
+        parts.append(f"at {len(won) - len(beaten)} of them no fp32 model fits at all")
+    if beaten:
+        parts.append(f"at {len(beaten)} it beats the best fp32 model that fits by {min(beaten):.3f}-{max(beaten):.3f} "
+                     f"nats: shrinking a bigger model beats training a smaller one there")
+    return text + ": " + "; ".join(parts) + "."
 
 
 def int8_lines(table: pd.DataFrame) -> list[str]:
@@ -132,10 +142,10 @@ def data_lines(laws: list) -> list[str]:
         if not law.ok or law.form != "power":
             continue
         ci = law.ci.get("gamma_D")
-        verdict = ("no interval" if not ci else "grows with D" if ci[0] > 0 else "shrinks with D" if ci[1] < 0
-                   else "no dependence on D resolved (interval spans 0)")
+        verdict = ("no interval" if not ci else "Δloss grows with D" if ci[0] > 0 else "Δloss shrinks with D"
+                   if ci[1] < 0 else "no dependence on D resolved (interval spans 0)")
         lines.append(f"- {law.name}: γ_D = {with_interval(law.params['gamma_D'], ci, '.2f')}, "
-                     f"γ_N = {with_interval(law.params['gamma_N'], law.ci.get('gamma_N'), '.2f')}: Δloss {verdict}.")
+                     f"γ_N = {with_interval(law.params['gamma_N'], law.ci.get('gamma_N'), '.2f')}: {verdict}.")
     return lines + [""]
 
 
