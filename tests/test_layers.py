@@ -15,7 +15,8 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "llm_ray"
 # Low to high, along the data path: a module may import its own layer and the layers below.
-LAYERS = ["core", "fitting", "io", "data", "training", "finetune", "sweeps", "reporting", "stages", "commands"]
+LAYERS = ["core", "fitting", "io", "data", "training", "finetune", "compression", "sweeps", "reporting", "stages",
+          "commands"]
 PURE = {"core", "fitting"}
 FRAMEWORKS = {"torch", "ray", "wandb", "hydra", "omegaconf", "deepspeed", "matplotlib"}
 
