@@ -153,19 +153,13 @@ def train_cells(pending: list[PlannedCell], base: TrainJobConfig, data: Prepared
                 stage_dir: str, *, n_total: int, log=print, trunks_dir: Optional[str] = None) -> None:
     """Measure the peak once, then one Tune trial per pending cell: each writes into
     `<stage_dir>/cells/<cell_id>`, Tune's own state goes to `<stage_dir>/tune`. With
-    sweep.schedule=wsd_branches the cells are branches of trunks kept in `trunks_dir`
-    (default `<stage_dir>/trunks`), which train as trials of their own."""
+    sweep.schedule=wsd_branches the cells are cooldown branches of trunks whose checkpoints are kept
+    in `trunks_dir` (default `<stage_dir>/trunks`; llm_ray.sweeps.branches)."""
     from llm_ray.training.launch import init_ray
 
     peak = measured_peak(base, log)
     init_ray(base)
-    specs = [RunSpec(job=dataclasses.replace(p.job, trainer=dataclasses.replace(p.job.trainer, peak_flops=peak)),
-                     data=data, run_dir=storage.join(stage_dir, "cells", p.cell_id),
-                     cell={"cell_id": p.cell_id, "sweep": sweep.name, "name": p.cell.name,
-                           **dataclasses.asdict(p.cell)},
-                     # sweep.train_in_process (SweepConfig). Sharded and GPU cells use Train workers.
-                     in_process=(sweep.train_in_process and p.cell.num_workers == 1 and not base.resources.use_gpu))
-             for p in pending]
+    specs = [cell_spec(p, data, sweep, stage_dir, peak) for p in pending]
     if sweep.schedule == "wsd_branches":
         from llm_ray.sweeps.branches import branch_trials
 
@@ -175,8 +169,17 @@ def train_cells(pending: list[PlannedCell], base: TrainJobConfig, data: Prepared
         trials = sorted((cell_trial(s) for s in specs), key=lambda t: -t["flops"])
     concurrency = sweep.max_concurrent_trials or default_concurrency(base, max(p.cell.num_workers for p in pending))
     log(f"sweep: {len(trials)} trials, {concurrency} at a time")
-    tune_cells(trials, stage_dir, concurrency, n_total=n_total - len(pending) + len(trials),
-               n_done=n_total - len(pending), log=log)
+    tune_cells(trials, stage_dir, concurrency, n_total=n_total, n_done=n_total - len(pending), log=log)
+
+
+def cell_spec(p: PlannedCell, data: PreparedData, sweep: SweepConfig, stage_dir: str,
+              peak: Optional[float]) -> RunSpec:
+    """A cell's run: its job (with the sweep's measured peak), data, directory and coordinates."""
+    return RunSpec(job=dataclasses.replace(p.job, trainer=dataclasses.replace(p.job.trainer, peak_flops=peak)),
+                   data=data, run_dir=storage.join(stage_dir, "cells", p.cell_id),
+                   cell={"cell_id": p.cell_id, "sweep": sweep.name, "name": p.cell.name, **dataclasses.asdict(p.cell)},
+                   # sweep.train_in_process (SweepConfig). Sharded and GPU cells use Train workers.
+                   in_process=(sweep.train_in_process and p.cell.num_workers == 1 and not p.job.resources.use_gpu))
 
 
 def cell_trial(spec: RunSpec) -> dict:
