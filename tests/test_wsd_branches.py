@@ -7,6 +7,7 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +21,8 @@ from llm_ray.core.schedules import cooldown_start
 
 pytestmark = pytest.mark.ray
 ROOT = os.path.dirname(CONF)
-# The smoke grid (3 sizes x 2 budgets): each size's trunk serves 2 cells.
-BRANCHES = ["sweep=smoke", "sweep.schedule=wsd_branches", "fit.n_bootstrap=20", "trainer.eval_every=40",
+# The smoke grid at smaller budgets (3 sizes x 2 budgets): each size's trunk serves 2 cells.
+BRANCHES = ["sweep=smoke", "sweep.schedule=wsd_branches", "sweep.budgets=[3e10,8e10]", "fit.n_bootstrap=20", "trainer.eval_every=40",
             "trainer.log_every=40", "wandb.mode=disabled"]
 
 
@@ -48,12 +49,17 @@ def killed_and_resumed(ray_cluster, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("wsd")
     sweep_dir = os.path.join(tmp, "smoke")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Every process loading a DeepSpeed JIT op holds a lock file in the ops cache for a moment; one
+    # killed then would leave it behind and block every later load. The killed sweep gets a copy.
+    ops = os.path.join(tmp, "torch_extensions")
+    shutil.copytree(os.path.join(sys.prefix, "torch_extensions"), ops, ignore=shutil.ignore_patterns("lock"),
+                    dirs_exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TORCH_EXTENSIONS_DIR": ops}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen([sys.executable, "-m", "llm_ray.sweep", *BRANCHES, f"trainer.storage_path={tmp}",
                              f"hydra.run.dir={tmp}/hydra"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 600
+    deadline = time.time() + 900
     while time.time() < deadline and not point_files(sweep_dir):
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, its trials and Ray, mid-trunk
