@@ -43,10 +43,10 @@ from llm_ray.core.records import FitRecord  # noqa: E402
 from llm_ray.reporting.text import with_interval  # noqa: E402
 
 BUDGETS = [round(3e10 * 10 ** (k / 4), -8) for k in range(7)]  # 3e10 .. 9.5e11: 1.5 decades, 7 per size
-SIZES = [6.0e3, 1.4e4, 3.3e4, 8.7e4]
+SIZES = [6.9e3, 1.7e4, 4.6e4, 8.7e4]
 GRID = ["sweep.name={name}", f"sweep.budgets=[{','.join(f'{b:.3g}' for b in BUDGETS)}]",
         f"sweep.sizes=[{','.join(f'{n:.3g}' for n in SIZES)}]", "sweep.tokens_per_param=[0.3,3000]",
-        "sweep.hp_rule=fixed", "sweep.warmup_rule=fixed", "sweep.validate_factor=0", "sweep.stages=[]",
+        "sweep.warmup_rule=fixed", "sweep.validate_factor=0", "sweep.stages=[]",
         "trainer.warmup_steps=10", "trainer.cooldown_fraction=0.2", "trainer.cooldown_shape=1-sqrt",
         "fit.predict_flops=[1e13]", "fit.n_bootstrap=200", "wandb.mode=disabled"]
 SCHEDULES = {"cosine": ["sweep.schedule=independent", "trainer.schedule=cosine"],

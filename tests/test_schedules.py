@@ -106,3 +106,21 @@ def test_bad_schedule_settings_name_the_field(kw, field):
 def test_bad_sweep_schedule_names_the_field():
     with pytest.raises(ValueError, match="sweep.schedule"):
         SweepConfig(schedule="branches")
+
+
+def test_branched_fraction_warmup_is_the_shortest_cells_and_shared_by_its_trunk():
+    from llm_ray.core.branches import shared_warmup
+
+    cells = [cell(1e9, 100, warmup=10), cell(2e9, 300, warmup=30), cell(1e9, 50, d_model=48, warmup=5)]
+    shared = shared_warmup(cells, SweepConfig(schedule="wsd_branches", warmup_rule="fraction", warmup_fraction=0.1))
+    assert [c.warmup_steps for c in shared] == [10, 10, 5]  # 10% of each model's shortest cell
+    assert len(plan_trunks(shared, 0.2)) == 2  # one trunk per model, not one per cell
+    assert shared_warmup(cells, SweepConfig(warmup_rule="fixed")) == cells
+
+
+def test_a_recipe_with_no_shareable_trunk_is_refused_for_branches():
+    from llm_ray.core.branches import check_branchable
+
+    with pytest.raises(ValueError, match="sweep.hp_rule=deepseek"):
+        check_branchable(SweepConfig(schedule="wsd_branches", hp_rule="deepseek"))
+    check_branchable(SweepConfig(schedule="independent", hp_rule="deepseek"))

@@ -21,16 +21,42 @@ Pure: no torch, Ray or storage here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from llm_ray.core.plan import SWEEP_SCHEDULES, Cell, Dropped, _count
+from llm_ray.core.plan import SWEEP_SCHEDULES, Cell, Dropped, SweepConfig, _count
 from llm_ray.core.schedules import cooldown_start
 
 def trunk_signature(cell: Cell) -> tuple:
     """What a cell's constant-lr phase depends on: all of it but its length."""
     return (cell.n_layer, cell.d_model, cell.n_head, cell.d_ff, cell.lr, cell.global_batch_tokens,
             cell.warmup_steps, cell.num_workers)
+
+
+def check_branchable(sweep: SweepConfig) -> None:
+    """Recipes under which no two cells could share a trunk are refused before anything trains."""
+    if sweep.schedule == "wsd_branches" and sweep.hp_rule == "deepseek":
+        raise ValueError("sweep.schedule=wsd_branches with sweep.hp_rule=deepseek: that rule sets lr and batch per "
+                         "budget, so no two cells share a constant-lr trunk; use sweep.hp_rule=width or fixed, or "
+                         "sweep.schedule=independent.")
+
+
+def shared_warmup(cells: list[Cell], sweep: SweepConfig) -> list[Cell]:
+    """The cells as `wsd_branches` trains them. The `fraction` warm-up rule (a share of each cell's
+    own steps) would give every cell a warm-up, hence a trunk, of its own; branched, it is taken of
+    the shortest cell of each model and shared by all of them (a trunk warms up once, and every
+    cell's warm-up stays within the fraction of its own steps). Other rules already give one
+    warm-up per model."""
+    if sweep.warmup_rule != "fraction":
+        return cells
+    shortest: dict = {}
+    for c in cells:
+        key = trunk_signature(dataclasses.replace(c, warmup_steps=0))
+        shortest[key] = min(shortest.get(key, c.steps), c.steps)
+    return [dataclasses.replace(c, warmup_steps=max(1, int(round(
+        sweep.warmup_fraction * shortest[trunk_signature(dataclasses.replace(c, warmup_steps=0))]))))
+            for c in cells]
 
 
 def branch_start(cell: Cell, cooldown_fraction: float) -> int:

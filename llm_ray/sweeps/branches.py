@@ -50,21 +50,20 @@ def branch_trials(pending: list[PlannedCell], specs: list[RunSpec], trunks_dir: 
         carrier = max((i for i, c in enumerate(trunk.cells) if missing and branch_start(c, fraction) == missing[-1]),
                       default=None)
         for i, (cell, spec) in enumerate(zip(trunk.cells, members)):
-            s0 = branch_start(cell, fraction)
+            s0, per_step = branch_start(cell, fraction), cell.global_batch_tokens * cell.flops_per_token
             if i == carrier:
                 start = max((s for s in have if s < missing[0]), default=None)
                 run = dataclasses.replace(
                     spec, trunk_dir=trunk_dir, save_at=tuple(missing),
                     start_from=branch_point_url(trunk_dir, start) if start is not None else None,
                     cell={**spec.cell, "trunk": trunk_dir.rsplit("/", 1)[1], "saves": missing})
-                per_step = cell.global_batch_tokens * cell.flops_per_token
                 carriers.append({**cell_trial(run), "flops": (cell.steps - (start or 0)) * per_step,
-                                 "carries": trunk_dir})
+                                 "skip_flops": (start or 0) * per_step, "carries": trunk_dir})
                 continue
             run = dataclasses.replace(spec, start_from=branch_point_url(trunk_dir, s0),
                                       cell={**spec.cell, "trunk": trunk_dir.rsplit("/", 1)[1], "branch_start": s0})
             branches.append({**cell_trial(run), "needs": run.start_from, "trunk_dir": trunk_dir,
-                             "flops": cooldown_flops(cell, fraction)})
+                             "flops": cooldown_flops(cell, fraction), "skip_flops": s0 * per_step})
     carriers.sort(key=lambda t: -t["flops"])
     branches.sort(key=lambda t: t["spec"].cell["branch_start"])
     log(f"sweep: wsd_branches: {len(carriers)} runs carry their trunks ({sum(t['flops'] for t in carriers):.3g} "

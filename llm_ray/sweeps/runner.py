@@ -16,7 +16,8 @@ from typing import NamedTuple, Optional
 
 import pandas as pd
 
-from llm_ray.core.branches import drop_unbranchable, format_spent, plan_trunks, spent_flops
+from llm_ray.core.branches import (check_branchable, drop_unbranchable, format_spent, plan_trunks,
+                                   shared_warmup, spent_flops)
 from llm_ray.core.config import TrainJobConfig, validate_train_job
 from llm_ray.core.plan import Cell, PlanContext, SweepConfig, cell_key, format_plan, plan_cells
 from llm_ray.core.records import RunRecord
@@ -95,7 +96,10 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
     root = storage.to_local_or_url(sweep.storage_path or base.trainer.storage_path)
     sweep_dir = storage.join(root, sweep.name)
     ctx = plan_context(base, data.n_train_tokens if data else None)
+    check_branchable(sweep)
     cells, dropped = plan_cells(sweep, **dataclasses.asdict(ctx))
+    if sweep.schedule == "wsd_branches":
+        cells = shared_warmup(cells, sweep)
     fraction = base.trainer.cooldown_fraction
     if base.trainer.schedule == "wsd":
         cells, unbranchable = drop_unbranchable(cells, fraction)
@@ -108,7 +112,7 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
               "cells": {p.cell_id: {**dataclasses.asdict(p.cell), "name": p.cell.name} for p in planned},
               "dropped": [dataclasses.asdict(d) for d in dropped],
               "table": format_plan(cells, dropped, sweep.est_flops_per_s)}
-    spent = spent_flops(cells, fraction)  # both schedules, printed before anything trains
+    spent = spent_flops(shared_warmup(cells, sweep), fraction)  # both schedules, printed before anything trains
     record["table"] += "\n" + format_spent(spent, sweep.schedule, fraction)
     record["flops_to_spend"] = {"independent": spent.independent, "wsd_branches": spent.branched,
                                 "trunks": spent.trunks, "cooldowns": spent.cooldowns}
