@@ -7,7 +7,8 @@
 #
 # Prints, in order:
 #   1. the GPU, its driver, and the torch / CUDA / DeepSpeed / Ray versions;
-#   2. gpt2_small (124M parameters: GPT-2's shape and 50,257-token vocabulary, a BPE trained on this
+#   2. gpt2_small (124M parameters: GPT-2's shape, its 50,257-token vocabulary padded to 50,304 as nanoGPT
+#      pads it (a multiple of 64 for the LM head's tensor-core matmul), a BPE trained on this
 #      machine's Python sources, prepared first) in bf16 with ZeRO-2 under Ray Train on one GPU, STEPS
 #      optimizer steps of 64k tokens: tokens/s and MFU against the datasheet bf16 peak
 #      (llm_ray/training/hardware.py), over the whole run and in steady state (the second half of the
@@ -58,7 +59,7 @@ PYEOF
 # GPT-2 small's run: lr 6e-4 (GPT-2 small's, as nanoGPT trains it), no mid-run checkpoint or saved
 # weights (a speed check), evaluation every 100 steps on 64k held-out tokens.
 GPT2=(resources=gpu deepspeed=gpu_bf16 model=gpt2_small trainer.num_workers=1
-      data.vocab_size=50257 data.max_bytes=null data.exclude_tests=false
+      data.vocab_size=50304 data.max_bytes=null data.exclude_tests=false
       "trainer.tokens=$((STEPS * BATCH))" "trainer.global_batch_tokens=$BATCH" "trainer.micro_batch_size=$MICRO"
       trainer.lr=6e-4 trainer.warmup_steps=20 trainer.eval_every=100 trainer.log_every=25
       trainer.checkpoint_every=0 trainer.save_weights=false wandb.mode=disabled "trainer.storage_path=$OUT/runs")
@@ -83,7 +84,7 @@ print(f"  steady state: {batch / steady:,.0f} tokens/s, MFU {batch / steady * pe
 PYEOF
 }
 
-stage "data: a BPE of 50,257 tokens on this machine's Python sources (cached for the runs)"
+stage "data: a BPE of 50,304 tokens on this machine's Python sources (cached for the runs)"
 timeout 200 "$PY" - "${GPT2[@]}" <<'PYEOF' || fail "data preparation for gpt2_small (message above)"
 import sys, time
 from llm_ray.cli import compose_train
