@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llm_ray.core import flops as flops_ledger
+from llm_ray.core import schedules
 
 
 def _require(ok: bool, message: str) -> None:
@@ -128,6 +129,9 @@ class DeepSpeedConfig:
     """Recompute each block's activations in backward (memory for compute)."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 disables)."""
+    compile: bool = False
+    """torch.compile the model through DeepSpeed's `engine.compile()` (inductor): faster steps on
+    GPUs after a compilation of tens of seconds at the first step."""
 
     def __post_init__(self) -> None:
         _require(self.zero_stage in (0, 1, 2, 3),
@@ -160,6 +164,16 @@ class TrainerConfig:
     """Cosine decays to lr * min_lr_ratio at the end of the run."""
     warmup_steps: int = 20
     """Linear warm-up steps."""
+    schedule: str = "cosine"
+    """`cosine` (warm-up, then cosine to lr * min_lr_ratio) or `wsd` (warm-up, constant lr, then a
+    cooldown over the last cooldown_fraction of the steps): llm_ray.core.schedules."""
+    cooldown_fraction: float = 0.2
+    """`wsd`: the cooldown's share of the run's steps (Hägele et al. 2024, arXiv 2405.18392, Sec. 3:
+    ~20% matches a tuned cosine)."""
+    cooldown_shape: str = "1-sqrt"
+    """`wsd`: `1-sqrt` or `linear` (Hägele et al. 2024, Sec. 3.1: 1-sqrt beats linear)."""
+    cooldown_min_lr_ratio: float = 0.0
+    """`wsd`: the cooldown ends at lr * this (Hägele et al. cool down to zero)."""
     betas: list = field(default_factory=lambda: [0.9, 0.95])
     """AdamW (beta1, beta2)."""
     eps: float = 1.0e-8
@@ -207,6 +221,11 @@ class TrainerConfig:
         _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                  f"trainer.betas={list(self.betas)}: give [beta1, beta2], each in [0, 1).")
         _require(self.warmup_steps >= 0, f"trainer.warmup_steps={self.warmup_steps} must be >= 0.")
+        schedules.check_schedule(self.schedule)
+        schedules.check_cooldown_shape(self.cooldown_shape)
+        _require(0 <= self.cooldown_fraction < 1 and 0 <= self.cooldown_min_lr_ratio <= 1,
+                 f"trainer.cooldown_fraction={self.cooldown_fraction} must be in [0, 1) and "
+                 f"trainer.cooldown_min_lr_ratio={self.cooldown_min_lr_ratio} in [0, 1].")
         _require(0 < self.divergence_patience <= 1,
                  f"trainer.divergence_patience={self.divergence_patience} must be a fraction of the run in (0, 1].")
         _require(self.spike_nats > 0, f"trainer.spike_nats={self.spike_nats} must be positive.")
@@ -348,6 +367,11 @@ def _check_schedule(m: ModelConfig, t: TrainerConfig) -> None:
     steps = total_steps(t)
     _require(t.warmup_steps < steps, f"trainer.warmup_steps={t.warmup_steps} >= the run's {steps} steps: "
                                      f"lower trainer.warmup_steps or raise trainer.tokens.")
+    start = schedules.cooldown_start(steps, t.cooldown_fraction)
+    _require(t.schedule != "wsd" or max(1, t.warmup_steps) <= start,
+             f"trainer.warmup_steps={t.warmup_steps} ends after the WSD cooldown starts (step {start} of {steps}, "
+             f"trainer.cooldown_fraction={t.cooldown_fraction}): lower trainer.warmup_steps or "
+             f"trainer.cooldown_fraction, or raise trainer.tokens.")
     _require(t.fail_at_step is None or bool(t.checkpoint_every and t.checkpoint_every < t.fail_at_step < steps),
              f"trainer.fail_at_step={t.fail_at_step} must lie after the first checkpoint "
              f"(trainer.checkpoint_every={t.checkpoint_every}) and before the run's end ({steps} steps), "

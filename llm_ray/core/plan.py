@@ -18,6 +18,9 @@ from llm_ray.core.recipes import (check_hp_rule, check_warmup_rule, hyper_parame
                                   warmup_steps)
 
 
+SWEEP_SCHEDULES = ("independent", "wsd_branches")
+
+
 @dataclass
 class SweepConfig:
     """What to sweep (defaults: the embedded default sweep). The per-cell training settings come
@@ -46,6 +49,10 @@ class SweepConfig:
     """Warm-up rule: `fixed` (trainer.warmup_steps), `fraction` or `params` (llm_ray.core.recipes)."""
     warmup_fraction: float = 0.1
     """The `fraction` rule's share of each cell's steps."""
+    schedule: str = "independent"
+    """`independent`: every cell trains from scratch under trainer.schedule. `wsd_branches`: every
+    cell under trainer.schedule=wsd, per model size one constant-lr trunk checkpointed at each cell's
+    cooldown start and each cell a cooldown branch from it (llm_ray.core.branches; Hägele et al. 2024)."""
     max_epochs: float = 1.0
     """Drop cells that would see the train split more than this many times: the Chinchilla law
     assumes every token is seen once (Muennighoff et al. 2023 found up to ~4 epochs nearly as good
@@ -87,6 +94,8 @@ class SweepConfig:
         if not self.shapes and (not self.sizes or any(float(n) <= 0 for n in self.sizes)):
             raise ValueError(f"sweep.sizes={list(self.sizes)}: give positive parameter counts or sweep.shapes.")
         check_hp_rule(self.hp_rule)
+        if self.schedule not in SWEEP_SCHEDULES:
+            raise ValueError(f"sweep.schedule={self.schedule!r}: use one of {', '.join(SWEEP_SCHEDULES)}.")
         check_warmup_rule(self.warmup_rule)
         if not 0 < self.warmup_fraction < 1 or self.width_ref <= 0 or self.max_epochs <= 0 or self.min_layers < 1:
             raise ValueError("sweep.warmup_fraction must be in (0, 1); sweep.width_ref, sweep.max_epochs and "

@@ -6,8 +6,11 @@ AWS_ENDPOINT_URL for an S3-compatible server) all work the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import uuid
 from typing import Any, Optional
 
@@ -56,6 +59,38 @@ def download_atomic(url: str, local_path: str) -> None:
     tmp = f"{local_path}.tmp-{uuid.uuid4().hex}"
     fs.get_file(path, tmp)
     os.replace(tmp, local_path)
+
+
+def upload_dir(local_dir: str, url: str) -> None:
+    """Copy every file under `local_dir` to the same relative path under `url` (files already there
+    are replaced; others are kept, so several ranks can each add their own files to one directory).
+    Not atomic as a whole: a reader needs a marker written last (e.g. a trunk's point.json)."""
+    fs, path = fs_and_path(url)
+    for root, _, files in os.walk(local_dir):
+        rel = os.path.relpath(root, local_dir)
+        target = path if rel == "." else join(path, *rel.split(os.sep))
+        fs.makedirs(target, exist_ok=True)
+        for name in files:
+            fs.put_file(os.path.join(root, name), join(target, name))
+
+
+@contextlib.contextmanager
+def local_copy(url: str):
+    """A local directory holding what `url` holds: the directory itself when it is local, else a
+    temporary download removed afterwards."""
+    fs, path = fs_and_path(url)
+    if isinstance(fs, LocalFileSystem):
+        yield path
+        return
+    tmp = tempfile.mkdtemp(prefix="llm-ray-copy-")
+    try:
+        for src in fs.find(path):
+            dst = os.path.join(tmp, *src[len(path):].strip("/").split("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            fs.get_file(src, dst)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(url: str, obj: Any) -> None:

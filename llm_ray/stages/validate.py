@@ -54,7 +54,10 @@ def run_validation(sweep_dir: str, flops: list, log=print) -> list[ForecastCheck
     pending = [p for p in planned if not is_finished(storage.join(sweep_dir, STAGE, "cells", p.cell_id))]
     log(f"validation: {len(planned) - len(pending)} held-out runs already finished (kept), {len(pending)} to train")
     if pending:
-        train_cells(pending, base, data, sweep, storage.join(sweep_dir, STAGE), n_total=len(planned), log=log)
+        # Under sweep.schedule=wsd_branches a held-out run whose shape and recipe match a sweep
+        # trunk's branches from it, continuing the trunk from its last point (its id omits its length).
+        train_cells(pending, base, data, sweep, storage.join(sweep_dir, STAGE), n_total=len(planned), log=log,
+                    trunks_dir=storage.join(sweep_dir, "trunks"))
     held_out = collect_results(storage.join(sweep_dir, STAGE, "cells"), {p.cell_id: p.cell for p in planned},
                                role=STAGE)
     write_results(pd.concat([fitted, held_out], ignore_index=True), sweep_dir)

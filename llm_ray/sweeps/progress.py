@@ -81,16 +81,21 @@ def make_progress_callback(total_cells: int, already_done: int, flops_total: flo
             self.progress = Progress(total_cells, already_done, flops_total, time.time())
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            self.progress.start(trial.trial_id, trial.config["trial"]["cell"]["budget"])
+            # The work a trial does itself: a wsd_branches branch trains only its cooldown
+            # (runner.cell_trial: `flops`), the trunk steps before it (`skip_flops`) were trained
+            # by the run that carried its trunk.
+            self.progress.start(trial.trial_id, trial.config["trial"]["flops"])
             _say(self.progress.line(time.time()))
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             # Reports carry the tokens D trained so far; C = D x the cell's FLOPs per token.
             if result.get("tokens") is not None:
-                self.progress.report(trial.trial_id, result["tokens"] * trial.config["trial"]["cell"]["flops_per_token"])
+                t = trial.config["trial"]
+                self.progress.report(trial.trial_id, result["tokens"] * t["cell"]["flops_per_token"] - t["skip_flops"])
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.progress.close(trial.trial_id, trained_flops(cells_dir, trial.config["trial"]["cell"]))
+            trained = trained_flops(cells_dir, trial.config["trial"]["cell"])
+            self.progress.close(trial.trial_id, None if trained is None else trained - trial.config["trial"]["skip_flops"])
             _say(self.progress.line(time.time()))
 
         on_trial_error = on_trial_complete

@@ -2,7 +2,8 @@
 
 Each trial runs one Ray Train + DeepSpeed run (`llm_ray.training.launch`). Cells are keyed by a hash
 of their full training config: re-running a sweep trains only the cells without a finished result,
-so a crashed driver or an added budget costs no retraining.
+so a crashed driver or an added budget costs no retraining. With sweep.schedule=wsd_branches the
+cells are cooldown branches of shared constant-lr trunks (llm_ray.sweeps.branches).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import NamedTuple, Optional
 
 import pandas as pd
 
+from llm_ray.core.branches import (check_branchable, drop_unbranchable, format_spent, plan_trunks,
+                                   shared_warmup, spent_flops)
 from llm_ray.core.config import TrainJobConfig, validate_train_job
 from llm_ray.core.plan import Cell, PlanContext, SweepConfig, cell_key, format_plan, plan_cells
 from llm_ray.core.records import RunRecord
@@ -57,13 +60,26 @@ def cell_job(base: TrainJobConfig, cell: Cell, cells_dir: str, group: str) -> Pl
                                   num_workers=cell.num_workers, storage_path=cells_dir)
     job = dataclasses.replace(base, model=model, trainer=trainer,
                               wandb=dataclasses.replace(base.wandb, group=group))
-    d = dataclasses.asdict(job)
-    keyed = {k: ({kk: vv for kk, vv in v.items() if kk not in BOOKKEEPING.get(k, ())})
-             for k, v in d.items() if k != "wandb"}
-    cell_id = f"{cell.name}-{cell_key(keyed)}"
+    cell_id = f"{cell.name}-{content_key(job)}"
     job = dataclasses.replace(job, trainer=dataclasses.replace(trainer, name=cell_id))
     validate_train_job(job)
     return PlannedCell(cell_id=cell_id, cell=cell, job=job)
+
+
+def content_key(job: TrainJobConfig, drop_trainer: tuple = ()) -> str:
+    """The key of what a job trains: its config without bookkeeping (and without `drop_trainer`)."""
+    keyed = {k: {kk: vv for kk, vv in v.items()
+                 if kk not in BOOKKEEPING.get(k, ()) and not (k == "trainer" and kk in drop_trainer)}
+             for k, v in dataclasses.asdict(job).items() if k != "wandb"}
+    return cell_key(keyed)
+
+
+def sweep_base(base: TrainJobConfig, sweep: SweepConfig) -> TrainJobConfig:
+    """The base job of the sweep's cells: sweep.schedule=wsd_branches trains every cell under
+    trainer.schedule=wsd (its cooldown settings as given)."""
+    if sweep.schedule != "wsd_branches":
+        return base
+    return dataclasses.replace(base, trainer=dataclasses.replace(base.trainer, schedule="wsd"))
 
 
 def plan_context(base: TrainJobConfig, train_tokens: Optional[int]) -> PlanContext:
@@ -80,7 +96,14 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
     root = storage.to_local_or_url(sweep.storage_path or base.trainer.storage_path)
     sweep_dir = storage.join(root, sweep.name)
     ctx = plan_context(base, data.n_train_tokens if data else None)
+    check_branchable(sweep)
     cells, dropped = plan_cells(sweep, **dataclasses.asdict(ctx))
+    if sweep.schedule == "wsd_branches":
+        cells = shared_warmup(cells, sweep)
+    fraction = base.trainer.cooldown_fraction
+    if base.trainer.schedule == "wsd":
+        cells, unbranchable = drop_unbranchable(cells, fraction)
+        dropped += unbranchable
     if not cells:
         raise ValueError("the sweep plan has no cells left after dropping: widen sweep.sizes, "
                          "sweep.budgets or sweep.tokens_per_param, or add text.\n" + format_plan(cells, dropped, 1))
@@ -89,6 +112,13 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
               "cells": {p.cell_id: {**dataclasses.asdict(p.cell), "name": p.cell.name} for p in planned},
               "dropped": [dataclasses.asdict(d) for d in dropped],
               "table": format_plan(cells, dropped, sweep.est_flops_per_s)}
+    spent = spent_flops(shared_warmup(cells, sweep), fraction)  # both schedules, printed before anything trains
+    record["table"] += "\n" + format_spent(spent, sweep.schedule, fraction)
+    record["flops_to_spend"] = {"independent": spent.independent, "wsd_branches": spent.branched,
+                                "trunks": spent.trunks, "cooldowns": spent.cooldowns}
+    if sweep.schedule == "wsd_branches":
+        record["trunks"] = [{"name": t.name, "steps": t.steps, "points": list(t.points),
+                             "cells": [c.name for c in t.cells]} for t in plan_trunks(cells, fraction)]
     return sweep_dir, planned, record
 
 
@@ -98,7 +128,7 @@ def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> Swee
     from llm_ray.training.launch import prepare, resolve_paths
 
     validate_train_job(base)
-    base = resolve_paths(base)
+    base = sweep_base(resolve_paths(base), sweep)
     data = None if sweep.dry_run else prepare(base, log=log)
     sweep_dir, planned, plan_record = plan_sweep(base, sweep, data)
     log(f"sweep {sweep.name}: {sweep_dir}")
@@ -124,25 +154,45 @@ def is_finished(run_dir: str) -> bool:
 
 
 def train_cells(pending: list[PlannedCell], base: TrainJobConfig, data: PreparedData, sweep: SweepConfig,
-                stage_dir: str, *, n_total: int, log=print) -> None:
+                stage_dir: str, *, n_total: int, log=print, trunks_dir: Optional[str] = None) -> None:
     """Measure the peak once, then one Tune trial per pending cell: each writes into
-    `<stage_dir>/cells/<cell_id>`, Tune's own state goes to `<stage_dir>/tune`."""
+    `<stage_dir>/cells/<cell_id>`, Tune's own state goes to `<stage_dir>/tune`. With
+    sweep.schedule=wsd_branches the cells are cooldown branches of trunks whose checkpoints are kept
+    in `trunks_dir` (default `<stage_dir>/trunks`; llm_ray.sweeps.branches)."""
     from llm_ray.training.launch import init_ray
 
     peak = measured_peak(base, log)
     init_ray(base)
-    specs = [RunSpec(job=dataclasses.replace(p.job, trainer=dataclasses.replace(p.job.trainer, peak_flops=peak)),
-                     data=data, run_dir=storage.join(stage_dir, "cells", p.cell_id),
-                     cell={"cell_id": p.cell_id, "sweep": sweep.name, "name": p.cell.name,
-                           **dataclasses.asdict(p.cell)},
-                     # sweep.train_in_process (SweepConfig). Sharded and GPU cells use Train workers.
-                     in_process=(sweep.train_in_process and p.cell.num_workers == 1 and not base.resources.use_gpu))
-             for p in pending]
-    # Biggest budgets first: the long cells start early, small ones fill the gaps.
-    specs.sort(key=lambda s: -s.cell["budget"])
+    specs = [cell_spec(p, data, sweep, stage_dir, peak) for p in pending]
+    if sweep.schedule == "wsd_branches":
+        from llm_ray.sweeps.branches import branch_trials
+
+        trials = branch_trials(pending, specs, trunks_dir or storage.join(stage_dir, "trunks"), log=log)
+    else:
+        # Biggest budgets first: the long cells start early, small ones fill the gaps.
+        trials = sorted((cell_trial(s) for s in specs), key=lambda t: -t["flops"])
     concurrency = sweep.max_concurrent_trials or default_concurrency(base, max(p.cell.num_workers for p in pending))
-    log(f"sweep: {len(specs)} trials, {concurrency} at a time")
-    tune_cells(specs, stage_dir, concurrency, n_total=n_total, n_done=n_total - len(pending))
+    log(f"sweep: {len(trials)} trials, {concurrency} at a time")
+    tune_cells(trials, stage_dir, concurrency, n_total=n_total, n_done=n_total - len(pending), log=log)
+
+
+def cell_spec(p: PlannedCell, data: PreparedData, sweep: SweepConfig, stage_dir: str,
+              peak: Optional[float]) -> RunSpec:
+    """A cell's run: its job (with the sweep's measured peak), data, directory and coordinates."""
+    return RunSpec(job=dataclasses.replace(p.job, trainer=dataclasses.replace(p.job.trainer, peak_flops=peak)),
+                   data=data, run_dir=storage.join(stage_dir, "cells", p.cell_id),
+                   cell={"cell_id": p.cell_id, "sweep": sweep.name, "name": p.cell.name, **dataclasses.asdict(p.cell)},
+                   # sweep.train_in_process (SweepConfig). Sharded and GPU cells use Train workers.
+                   in_process=(sweep.train_in_process and p.cell.num_workers == 1 and not p.job.resources.use_gpu))
+
+
+def cell_trial(spec: RunSpec) -> dict:
+    """What Tune's trial holds: the spec, and beside it in plain values what the driver reads (the
+    trial's name, resources, FLOPs for the progress line) and what must exist before it may start
+    (`needs`: a branch's trunk point). `flops` is what the trial trains itself, `skip_flops` what
+    its run inherits from a checkpoint it starts from."""
+    return {"cell": dict(spec.cell), "resources": cell_resources(spec), "spec": spec,
+            "flops": spec.cell["budget"], "skip_flops": 0.0, "needs": None}
 
 
 def default_concurrency(base: TrainJobConfig, workers_per_cell: int) -> int:
@@ -155,23 +205,24 @@ def default_concurrency(base: TrainJobConfig, workers_per_cell: int) -> int:
     return max(1, int((cpus - 1) // (workers_per_cell * base.resources.cpus_per_worker)))
 
 
-def tune_cells(specs: list[RunSpec], stage_dir: str, concurrency: int, *, n_total: int, n_done: int) -> None:
+def tune_cells(trials: list[dict], stage_dir: str, concurrency: int, *, n_total: int, n_done: int,
+               log=print) -> None:
     from ray import tune
 
+    from llm_ray.sweeps.branches import BranchTrials
     from llm_ray.sweeps.progress import make_progress_callback
 
     tune_path, tune_fs = storage.ray_storage(stage_dir)
-    progress = make_progress_callback(n_total, n_done, sum(s.cell["budget"] for s in specs),
-                                      storage.join(stage_dir, "cells"))
+    progress = make_progress_callback(n_total, n_done, sum(t["flops"] for t in trials), storage.join(stage_dir, "cells"))
     tuner = tune.Tuner(
         tune.with_resources(run_cell, lambda config: config["trial"]["resources"]),
-        # Tune resolves objects in a param space only inside the trial: what the driver reads (name,
-        # progress, resources) stays in plain values beside the spec.
-        param_space={"trial": tune.grid_search([{"cell": dict(s.cell), "resources": cell_resources(s), "spec": s}
-                                                for s in specs])},
+        # The trials in order, each once what it needs exists (BranchTrials). Tune resolves objects
+        # in a config only inside the trial: what the driver reads (name, progress, resources)
+        # stays in plain values beside the spec.
         # A fresh process per trial: an in-process cell leaves DeepSpeed's module-level state (its
         # cached process groups) behind, which the next cell's new process group would not match.
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, trial_name_creator=trial_name,
+        tune_config=tune.TuneConfig(search_alg=BranchTrials(trials, log=log), num_samples=len(trials),
+                                    max_concurrent_trials=concurrency, trial_name_creator=trial_name,
                                     trial_dirname_creator=trial_name, reuse_actors=False),
         run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=tune_fs,
                                   callbacks=[progress], verbose=0),

@@ -3,6 +3,8 @@
 The model (`llm_ray.training.model`) is single-device code; here it gets ZeRO sharding, precision,
 optimizer offload, activation checkpointing, gradient accumulation and clipping, and the LR
 schedule, all from `DeepSpeedConfig` + `TrainerConfig` rendered into DeepSpeed's own JSON config.
+The one schedule DeepSpeed's config lacks, WSD, is handed to `deepspeed.initialize` as a client
+LR scheduler (DeepSpeed's idiom for a custom schedule); its math is llm_ray.core.schedules.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from typing import Any
 
 from llm_ray.core.config import DeepSpeedConfig, ModelConfig, TrainerConfig, batch_geometry, total_steps
+from llm_ray.core.schedules import WARMUP_MIN_RATIO, wsd_factor
 
 CKPT_TAG = "ds"  # one DeepSpeed tag per Ray checkpoint directory
 
@@ -68,21 +71,40 @@ def deepspeed_json(ds: DeepSpeedConfig, trainer: TrainerConfig, model: ModelConf
         "zero_optimization": zero,
         "bf16": {"enabled": ds.precision == "bf16"},
         "fp16": {"enabled": ds.precision == "fp16", "initial_scale_power": 16},
-        # Linear warm-up from ~0 to lr, then cosine to lr * min_lr_ratio over the run's own steps
-        # (a scaling study needs each run's schedule to span its own D: Hoffmann et al. 2022, Fig. A1).
-        "scheduler": {
-            "type": "WarmupCosineLR",
-            "params": {
-                "total_num_steps": total_steps(trainer),
-                "warmup_num_steps": max(1, trainer.warmup_steps),
-                "warmup_min_ratio": 0.01,
-                "warmup_type": "linear",
-                "cos_min_ratio": trainer.min_lr_ratio,
-            },
-        },
+        **({"scheduler": cosine_scheduler(trainer)} if trainer.schedule == "cosine" else {}),
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def cosine_scheduler(trainer: TrainerConfig) -> dict:
+    """Linear warm-up from 1% of lr to lr, then cosine to lr * min_lr_ratio over the run's own steps
+    (a scaling study needs each run's schedule to span its own D: Hoffmann et al. 2022, Fig. A1)."""
+    return {"type": "WarmupCosineLR",
+            "params": {"total_num_steps": total_steps(trainer), "warmup_num_steps": max(1, trainer.warmup_steps),
+                       "warmup_min_ratio": WARMUP_MIN_RATIO, "warmup_type": "linear",
+                       "cos_min_ratio": trainer.min_lr_ratio}}
+
+
+def client_lr_scheduler(trainer: TrainerConfig):
+    """For trainer.schedule=wsd, what `deepspeed.initialize(lr_scheduler=...)` takes: a callable that
+    DeepSpeed calls with its optimizer, returning a torch LambdaLR over `wsd_factor` (None for
+    cosine, which DeepSpeed builds from the JSON config).
+
+    The factor is a plain function, so LambdaLR's state_dict keeps only the step count: a branch
+    loading its trunk's checkpoint takes the trunk's step and keeps its own cooldown."""
+    if trainer.schedule != "wsd":
+        return None
+    import torch
+
+    steps = total_steps(trainer)
+
+    def factor(step: int) -> float:
+        return wsd_factor(step, total_steps=steps, warmup_steps=trainer.warmup_steps,
+                          cooldown_fraction=trainer.cooldown_fraction, cooldown_shape=trainer.cooldown_shape,
+                          final_ratio=trainer.cooldown_min_lr_ratio)
+
+    return lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
@@ -111,7 +133,9 @@ def build_engine(model, ds: DeepSpeedConfig, trainer: TrainerConfig, mcfg: Model
         optimizer = torch.optim.AdamW(groups, fused=use_gpu, **hp)
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, config=deepspeed_json(ds, trainer, mcfg),
-        dist_init_required=False)
+        lr_scheduler=client_lr_scheduler(trainer), dist_init_required=False)
+    if ds.compile:
+        engine.compile()  # torch.compile through DeepSpeed (inductor), compiled at the first step
     return engine, scheduler
 
 
@@ -133,10 +157,18 @@ def save(engine, directory: str, client_state: dict) -> None:
 
 def load(engine, directory: str) -> dict:
     """Restore weights, optimizer, LR schedule; return the client state saved with them."""
+    import torch
+
     _, client_state = engine.load_checkpoint(
         directory, tag=CKPT_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
     if client_state is None:
         raise RuntimeError(f"no DeepSpeed checkpoint with tag {CKPT_TAG!r} in {directory}")
+    sched = engine.lr_scheduler
+    if isinstance(sched, torch.optim.lr_scheduler.LambdaLR):
+        # The optimizer came back with the lr the checkpoint's run had set for its next step; this
+        # run's own schedule sets it instead (a branch's cooldown is its own, not its trunk's).
+        sched.last_epoch -= 1
+        sched.step()
     return client_state
 
 

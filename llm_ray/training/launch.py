@@ -42,6 +42,24 @@ class RunSpec:
     cell: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     in_process: bool = False
     """Train in the calling process (Ray Train's local mode); see `build_trainer`."""
+    start_from: Optional[str] = None
+    """A branch point (`branch_point_url`) to start from, as if the run had trained to there itself:
+    weights, optimizer, LR-schedule step, RNG, step and history (a wsd_branches branch, or a trunk
+    continuing from its last point). Its own schedule sets the lr from there on."""
+    trunk_dir: Optional[str] = None
+    """The wsd_branches trunk this run carries: after each step in `save_at` it saves a branch
+    point into `branch_point_url(trunk_dir, step)`."""
+    save_at: tuple = ()
+
+
+POINT_DONE = "point.json"
+"""Written last into a branch point, once every rank's files are there: a point without it is
+incomplete and never read."""
+
+
+def branch_point_url(trunk_dir: str, step: int) -> str:
+    """Where a trunk's branch point after `step` optimizer steps lives."""
+    return storage.join(trunk_dir, "points", f"step-{step:08d}")
 
 
 def default_storage_path() -> str:

@@ -38,6 +38,7 @@ def train_loop_per_worker(config: dict) -> None:
         run.check_divergence(row)
         run.evaluate_and_log(row)
         run.report(row)
+        run.save_branch_point(row)
         if run.status != "ok":
             break
     run.write_result()
@@ -114,21 +115,37 @@ class WorkerRun:
         return torch.device("cpu")
 
     def _resume(self):
-        """(start step, history, resumed-from step, checkpoint): weights, optimizer and LR schedule
-        come back through DeepSpeed; step, history and RNG through our client state."""
+        """(start step, history, resumed-from step, Ray checkpoint): from Ray's checkpoint when a
+        crashed worker group restarts, else from the branch point the spec starts from, else step 0.
+        Weights, optimizer and LR schedule come back through DeepSpeed; step, history and RNG through
+        our client state."""
         import ray.train
 
-        from llm_ray.training import engine as ds
+        from llm_ray.training.launch import POINT_DONE
 
         ckpt = None if self.in_process else ray.train.get_checkpoint()
-        if ckpt is None:
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                state = self._restore(d)
+            return state["step"], state["history"], state["step"], ckpt
+        point = self.spec.start_from
+        if point is None:
             return 0, [], None, None
-        with ckpt.as_directory() as d:
-            state = ds.load(self.engine, d)
-            rng = torch.load(os.path.join(d, f"rng_rank{self.rank}.pt"), weights_only=False)
+        if not storage.exists(storage.join(point, POINT_DONE)):
+            raise FileNotFoundError(f"branch point {point} is missing or incomplete (no {POINT_DONE}): "
+                                    f"its trunk has not reached that step")
+        with storage.local_copy(point) as d:
+            state = self._restore(d)
+        return state["step"], state["history"], state["step"], None
+
+    def _restore(self, directory: str) -> dict:
+        from llm_ray.training import engine as ds
+
+        state = ds.load(self.engine, directory)
+        rng = torch.load(os.path.join(directory, f"rng_rank{self.rank}.pt"), weights_only=False)
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])
-        return state["step"], state["history"], state["step"], ckpt
+        return state
 
     def _peak_flops(self) -> float:
         from llm_ray.training.hardware import gpu_peak_flops, measure_matmul_peak
@@ -173,7 +190,9 @@ class WorkerRun:
         t0 = time.perf_counter()
         if self.t_first_step is None:
             self.t_first_step = time.time()
-        loss_sum, grad_norm = 0.0, None
+        # Summed on the device and read once per step: a .item() per micro-batch would make the
+        # CPU wait for the GPU before launching the next one.
+        loss_sum, grad_norm = torch.zeros((), dtype=torch.float64, device=self.device), None
         for micro in range(self.grad_accum):
             x, y = sample_batch(self.train_tokens, self.m.seq_len, self.t.micro_batch_size,
                                 seed=self.t.seed, step=step, rank=self.rank, micro=micro)
@@ -182,8 +201,8 @@ class WorkerRun:
             if micro == self.grad_accum - 1:  # the accumulation boundary: gradients are complete
                 grad_norm = ds.grad_norm_before_step(self.engine)
             self.engine.step()
-            loss_sum += loss.item()
-        train_loss = self._all_mean(loss_sum / self.grad_accum)
+            loss_sum += loss.detach()
+        train_loss = self._all_mean(loss_sum.item() / self.grad_accum)
         step_time = time.perf_counter() - t0
         self.t_last_step = time.time()
         self.train_time += step_time
@@ -263,16 +282,42 @@ class WorkerRun:
     def _report_with_checkpoint(self, metrics: dict, step: int) -> None:
         import ray.train
 
-        from llm_ray.training import engine as ds
-
-        tmp = tempfile.mkdtemp(prefix=f"llm-ray-ckpt-r{self.rank}-")
+        tmp = self._save_state(step)
         try:
-            ds.save(self.engine, tmp, {"step": step, "history": self.history})
-            torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
-                       os.path.join(tmp, f"rng_rank{self.rank}.pt"))
             self._report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def _save_state(self, step: int) -> str:
+        """This rank's part of a checkpoint (its ZeRO shard, the module states on rank 0, its RNG,
+        step and history) in a new local temporary directory, whose path is returned."""
+        from llm_ray.training import engine as ds
+
+        tmp = tempfile.mkdtemp(prefix=f"llm-ray-ckpt-r{self.rank}-")
+        ds.save(self.engine, tmp, {"step": step, "history": self.history})
+        torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+                   os.path.join(tmp, f"rng_rank{self.rank}.pt"))
+        return tmp
+
+    def save_branch_point(self, row: dict) -> None:
+        """A trunk's checkpoint at one of its branches' cooldown starts (spec.save_at), on storage
+        where any node's branch trial reads it: every rank adds its files to
+        <trunk_dir>/points/step-<step>, then rank 0 writes point.json, which marks the point complete."""
+        from llm_ray.training.launch import POINT_DONE, branch_point_url
+
+        step = row["step"]
+        if step not in self.spec.save_at or self.status != "ok":
+            return
+        url = branch_point_url(self.spec.trunk_dir, step)
+        tmp = self._save_state(step)
+        try:
+            storage.upload_dir(tmp, url)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        dist.barrier()
+        if self.rank == 0:
+            storage.write_json(storage.join(url, POINT_DONE), {
+                "step": step, "tokens": row["tokens"], "train_loss": row["train_loss"], "world_size": self.world})
 
     # ---- the end ---------------------------------------------------------------------------------
 
