@@ -23,7 +23,7 @@ import pytest
 from llm_ray.core.config import DataConfig
 from llm_ray.data import (EOT, PreparedData, TokenStream, check_fits, load_split, load_tokenizer,
                           load_tokens, prepare_data, sample_batch, stdlib_text_files, val_windows)
-from llm_ray.data.sources import held_out
+from llm_ray.data.sources import held_out, split_u
 
 WORDS = ("alpha beta gamma delta epsilon scaling law tokens compute optimal model data loss "
          "train validation batch window shard cache ray worker deepspeed zero stage").split()
@@ -138,7 +138,9 @@ def test_split_is_by_document_deterministic_disjoint_and_non_empty(corpus, tmp_p
     train_docs, val_docs = decode_docs(a, "train"), decode_docs(a, "val")
     assert sorted(train_docs + val_docs) == sorted(texts.values())  # whole documents, each once
     assert not set(train_docs) & set(val_docs)
-    assert [t for n, t in sorted(texts.items()) if held_out(n, 0, 0.2)] == val_docs  # in name order
+    names = sorted(texts)
+    expected = [n for n in names if held_out(n, 0, 0.2)] or [min(names, key=lambda n: split_u(n, 0))]
+    assert [texts[n] for n in expected] == val_docs  # in name order
 
     other_seed, _ = prepare(dataclasses.replace(cfg, seed=1), tmp_path / "c1")
     assert set(decode_docs(other_seed, "val")) != set(val_docs)
@@ -155,20 +157,30 @@ def test_split_rule_is_per_document_and_stable_as_the_corpus_grows():
     assert [held_out(n, 1, 0.1) for n in names] != is_val
 
 
-def test_a_split_left_empty_names_the_fix(tmp_path):
+def test_a_small_corpus_never_has_an_empty_split_and_a_large_one_says_how_to_fix_it(tmp_path):
     fs = fsspec.filesystem("memory")
     root = f"/two-docs-{uuid.uuid4().hex}"
-    names = ["a.txt", "b.txt"]
+    names = ["a.txt", "b.txt", "c.txt"]
     try:
         for i, n in enumerate(names):
-            fs.pipe(f"{root}/{n}", make_doc(i).encode())
-        assert not any(held_out(f"memory://{root}/{n}", 0, 0.01) for n in names)  # ids = their URLs
-        with pytest.raises(ValueError, match=r"data\.val_fraction=0\.01: all 2 documents fell in the train"):
-            prepare(cfg_for(f"memory://{root}/*.txt", val_fraction=0.01), tmp_path / "cache")
+            fs.pipe(f"{root}/{n}", (make_doc(i) * 20).encode())
+        ids = [f"memory://{root}/{n}" for n in names]  # a document's id is its URL
+        assert not any(held_out(i, 0, 0.01) for i in ids)
+        # Read whole (smaller than the tokenizer sample): the document with the smallest hash is held out.
+        data, logs = prepare(cfg_for(f"memory://{root}/*.txt", val_fraction=0.01), tmp_path / "cache")
+        lowest = min(ids, key=lambda i: split_u(i, 0))
+        assert (data.n_train_docs, data.n_val_docs) == (2, 1)
+        assert any(f"{lowest} goes there" in m for m in logs), logs
+        assert decode_docs(data, "val") == [fs.cat(lowest.split("memory://")[1]).decode()]
+        # Too large to be sampled whole: nothing is moved, and the empty split is an error.
+        with pytest.raises(ValueError, match=r"data\.val_fraction=0\.01: all 3 documents fell in the train"):
+            prepare(cfg_for(f"memory://{root}/*.txt", val_fraction=0.01, tokenizer_sample_bytes=3000),
+                    tmp_path / "cache2")
+        assert not list((tmp_path / "cache2").rglob("manifest.json"))
         fs.rm(f"{root}/b.txt")
+        fs.rm(f"{root}/c.txt")
         with pytest.raises(ValueError, match=r"found 1 document.*data\.delimiter"):
             prepare(cfg_for(f"memory://{root}/*.txt"), tmp_path / "cache")
-        assert not list((tmp_path / "cache").rglob("manifest.json"))
     finally:
         fs.rm(root, recursive=True)
 

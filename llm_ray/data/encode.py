@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from llm_ray.data.sources import Piece, ReadOptions, held_out, piece_documents
+from llm_ray.data.sources import Piece, ReadOptions, piece_documents, split_u
 from llm_ray.io import storage
 
 EOT = "<|endoftext|>"
@@ -45,11 +45,16 @@ def utf8_len(text: str) -> int:
 
 def sample_piece(piece: Piece, opts: ReadOptions, budget: Optional[int]) -> dict:
     """The piece's first train documents, up to `budget` bytes of text (the one crossing it cut
-    to fit; None: all), and how many train/val documents were seen (`complete`: the whole piece)."""
+    to fit; None: all); how many train/val documents were seen (`complete`: the whole piece), and
+    the seen documents with the smallest and largest split_u (to keep a small corpus's splits
+    non-empty)."""
     texts, size, seen = [], 0, {"train": 0, "val": 0}
+    lowest, highest = (2.0, ""), (-1.0, "")
     complete = True
     for doc_id, text in piece_documents(piece, opts):
-        if held_out(doc_id, opts.seed, opts.val_fraction):
+        u = split_u(doc_id, opts.seed)
+        lowest, highest = min(lowest, (u, doc_id)), max(highest, (u, doc_id))
+        if opts.is_val(doc_id):
             seen["val"] += 1
             continue
         seen["train"] += 1
@@ -60,7 +65,8 @@ def sample_piece(piece: Piece, opts: ReadOptions, budget: Optional[int]) -> dict
             break
         texts.append(text)
         size += n
-    return {"piece": piece.index, "texts": texts, "complete": complete, "docs": seen}
+    return {"piece": piece.index, "texts": texts, "complete": complete, "docs": seen,
+            "lowest": lowest, "highest": highest}
 
 
 class ShardWriter:
@@ -114,7 +120,7 @@ def encode_piece(piece: Piece, opts: ReadOptions, tokenizer_json: str, root: str
     batch_bytes = dict.fromkeys(SPLITS, 0)
     docs, text_bytes = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
     for doc_id, text in piece_documents(piece, opts):
-        split = "val" if held_out(doc_id, opts.seed, opts.val_fraction) else "train"
+        split = "val" if opts.is_val(doc_id) else "train"
         size = utf8_len(text)
         batch[split].append(text)
         docs[split] += 1

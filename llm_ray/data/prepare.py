@@ -26,7 +26,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Optional
 
 import fsspec
@@ -35,10 +35,10 @@ import tokenizers
 from fsspec.implementations.local import LocalFileSystem
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from llm_ray.data.encode import EOT, SPLITS, encode_piece, marker_path, sample_piece
+from llm_ray.data.encode import EOT, SPLITS, encode_piece, marker_path, sample_piece, utf8_len
 from llm_ray.data.pipeline import run_pieces
 from llm_ray.data.sources import (CorpusError, Piece, ReadOptions, SourceFile, list_sources,
-                                  patterns, plan_pieces, select)
+                                  patterns, plan_pieces, select, split_overrides)
 from llm_ray.io import storage
 
 FORMAT_VERSION = 2
@@ -122,22 +122,33 @@ def _train_tokenizer(texts: list[str], vocab_size: int, sample_bytes: int) -> To
     return tok
 
 
-def _sample_and_train(cfg, pieces: list[Piece], opts: ReadOptions, run) -> tuple[Tokenizer, dict]:
+def _sample_and_train(cfg, pieces: list[Piece], opts: ReadOptions, run, log) -> tuple[Tokenizer, ReadOptions, dict]:
     """Every piece's first train documents (an equal share of data.tokenizer_sample_bytes each),
-    in piece order, then the BPE trained on them. Fails early on an empty corpus or split."""
-    budget = math.ceil(cfg.tokenizer_sample_bytes / len(pieces))
+    in piece order, then the BPE trained on them. Fails early on an empty corpus; keeps a small
+    corpus's splits non-empty (the options returned carry that for the encoding)."""
+    kwargs = {"opts": opts, "budget": math.ceil(cfg.tokenizer_sample_bytes / len(pieces))}
     t0 = time.perf_counter()
-    results = sorted(run(sample_piece, {"opts": opts, "budget": budget}, pieces), key=lambda r: r["piece"])
-    texts = [t for r in results for t in r["texts"]]
-    n_bytes = sum(len(t.encode("utf-8", errors="surrogatepass")) for t in texts)
+    results = sorted(run(sample_piece, kwargs, pieces), key=lambda r: r["piece"])
     seen = {s: sum(r["docs"][s] for r in results) for s in SPLITS}
     complete = all(r["complete"] for r in results)
     _check_documents(seen, complete, cfg)
+    if complete:
+        overrides = split_overrides(seen["train"] + seen["val"], seen["val"],
+                                    min(tuple(r["lowest"]) for r in results),
+                                    max(tuple(r["highest"]) for r in results))
+        if overrides:
+            doc, val = overrides[0]
+            log(f"data: no document fell in the {'val' if val else 'train'} split "
+                f"(data.val_fraction={cfg.val_fraction}); {doc} goes there, so neither is empty")
+            opts = replace(opts, overrides=overrides)
+            results = sorted(run(sample_piece, {**kwargs, "opts": opts}, pieces), key=lambda r: r["piece"])
+    texts = [t for r in results for t in r["texts"]]
+    n_bytes = sum(utf8_len(t) for t in texts)
     t1 = time.perf_counter()
     tok = _train_tokenizer(texts, cfg.vocab_size, n_bytes)
     info = {"sample_docs": len(texts), "sample_bytes": n_bytes, "whole_train_split": complete,
             "sample_s": round(t1 - t0, 2), "bpe_s": round(time.perf_counter() - t1, 2)}
-    return tok, info
+    return tok, opts, info
 
 
 def _check_documents(docs: dict, complete: bool, cfg) -> None:
@@ -153,6 +164,10 @@ def _check_documents(docs: dict, complete: bool, cfg) -> None:
             f"data.sources: found {docs['train'] + docs['val']} document; the train/val split is by "
             f"document and needs at least 2. Add files, or split a large file into documents with "
             f"data.delimiter (e.g. '\\n\\s*\\n' for blank lines).")
+
+
+def _check_splits(docs: dict, cfg) -> None:
+    """After encoding a corpus too large to be sampled whole (its splits were not clipped)."""
     for split, other in (("val", "train"), ("train", "val")):
         if docs[split] == 0:
             raise CorpusError(
@@ -218,6 +233,7 @@ class _Earlier:
     done: dict
     n_files: int
     stale_manifest: bool
+    overrides: tuple = ()
 
     def describe(self, root: str, n_pieces: int, where: str) -> str:
         if self.tokenizer_json is None:
@@ -237,9 +253,10 @@ def _earlier_attempt(entry: _Entry, pieces: list[Piece], itemsize: int) -> _Earl
     stale = "manifest.json" in listing
     if stale:  # a manifest whose shards no longer match is not valid any more
         entry.fs.rm_file(f"{entry.path}/manifest.json")
-    if "tokenizer.json" not in listing:
+    if "tokenizer.json" not in listing or "split.json" not in listing:
         return _Earlier(None, {}, len(listing), stale)
     tokenizer_json = entry.fs.cat_file(f"{entry.path}/tokenizer.json").decode()
+    overrides = tuple(map(tuple, json.loads(entry.fs.cat_file(f"{entry.path}/split.json"))["overrides"]))
     names = [marker_path(p.index) for p in pieces if marker_path(p.index) in listing]
     blobs = entry.fs.cat([f"{entry.path}/{n}" for n in names]) if names else {}
     done = {}
@@ -247,7 +264,7 @@ def _earlier_attempt(entry: _Entry, pieces: list[Piece], itemsize: int) -> _Earl
         record = json.loads(blob)
         if _shards_intact(listing, record["splits"], itemsize):
             done[record["piece"]] = record
-    return _Earlier(tokenizer_json, done, len(listing), stale)
+    return _Earlier(tokenizer_json, done, len(listing), stale, overrides)
 
 
 def _log_selection(cfg, kept: list[SourceFile], left: list[SourceFile], log) -> None:
@@ -312,7 +329,7 @@ def _manifest(cfg, entry: _Entry, tok: Tokenizer, dtype: str, records: list[dict
         splits[s] = {"docs": sum(r["splits"][s]["docs"] for r in records),
                      "text_bytes": sum(r["splits"][s]["text_bytes"] for r in records),
                      "tokens": sum(x["tokens"] for x in shards), "shards": shards}
-    _check_documents({s: splits[s]["docs"] for s in SPLITS}, True, cfg)
+    _check_splits({s: splits[s]["docs"] for s in SPLITS}, cfg)
     return {
         "format": FORMAT_VERSION, "key": entry.key, "dtype": dtype, "vocab_size": tok.get_vocab_size(),
         "eot_id": tok.token_to_id(EOT), "tokenizers": tokenizers.__version__, "splits": splits,
@@ -359,27 +376,29 @@ def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print,
              f"this process ({n_bytes / 1e6:.1f} MB < data.ray_min_bytes={cfg.ray_min_bytes / 1e6:g} MB)")
     log(f"data: {earlier.describe(entry.root, len(pieces), where)}")
     info = {"executor": "ray_data" if use_ray else "driver", "resumed_pieces": len(earlier.done)}
-    return _build(cfg, entry, pieces, files, dtype, earlier.tokenizer_json, earlier.done, info,
-                  _runner(use_ray, start_ray), log, t0)
+    return _build(cfg, entry, pieces, files, dtype, earlier, info, _runner(use_ray, start_ray), log, t0)
 
 
 def _build(cfg, entry: _Entry, pieces: list[Piece], files: list[SourceFile], dtype: str,
-           tokenizer_json: Optional[str], done: dict, info: dict, run, log, t0: float) -> PreparedData:
+           earlier: _Earlier, info: dict, run, log, t0: float) -> PreparedData:
     """Tokenizer (unless an interrupted run left one), the pieces not done yet, then the manifest."""
-    opts = ReadOptions.of(cfg)
+    opts = replace(ReadOptions.of(cfg), overrides=earlier.overrides)
+    tokenizer_json = earlier.tokenizer_json
     if tokenizer_json is None:
-        tok, sample = _sample_and_train(cfg, pieces, opts, run)
+        tok, opts, sample = _sample_and_train(cfg, pieces, opts, run, log)
         info.update(sample)
         log(f"data: BPE (vocab {cfg.vocab_size}) trained in {sample['bpe_s']:.1f} s on "
             f"{sample['sample_docs']:,} train documents ({sample['sample_bytes'] / 1e6:.1f} MB"
             f"{', every train document' if sample['whole_train_split'] else ', a sample'})")
         tokenizer_json = tok.to_str()
+        # The split's overrides first: an entry with a tokenizer has them (see _earlier_attempt).
+        storage.write_json(entry.url("split.json"), {"overrides": list(opts.overrides)})
         storage.write_bytes_atomic(entry.url("tokenizer.json"), tokenizer_json.encode())
     tok = Tokenizer.from_str(tokenizer_json)
     t1 = time.perf_counter()
     kwargs = {"opts": opts, "tokenizer_json": tokenizer_json, "dtype": dtype,
               "shard_tokens": cfg.shard_tokens}
-    records = _encode_all(entry, pieces, done, kwargs, run, log)
+    records = _encode_all(entry, pieces, earlier.done, kwargs, run, log)
     info.update(encode_s=round(time.perf_counter() - t1, 2), total_s=round(time.perf_counter() - t0, 2),
                 nodes=sorted({r.get("node") for r in records if r.get("node")}))
     manifest = _manifest(cfg, entry, tok, dtype, records, files, info)
@@ -388,4 +407,3 @@ def _build(cfg, entry: _Entry, pieces: list[Piece], files: list[SourceFile], dty
     log(f"data: wrote {entry.root} in {time.perf_counter() - t0:.1f} s: {data.n_train_tokens:,} train / "
         f"{data.n_val_tokens:,} val tokens ({dtype}, {data.n_train_docs + data.n_val_docs:,} documents)")
     return data
-

@@ -6,7 +6,8 @@ preparation task reads, splits and encodes. Documents come out of a file in a fi
 with a stable id: the file's name for a text file read whole (for `stdlib`, relative to the stdlib
 root, so the id is the same on every machine), `<name>#<k>` for the k-th document of a delimited
 text file, `<name>#<line>` for a JSON Lines record and `<name>#<row>` for a Parquet row. The
-train/val split is a function of that id alone (`held_out`).
+train/val split is a function of that id alone (`held_out`), except that a small corpus never has
+an empty split (`split_overrides`).
 
 Every problem with the input is a `CorpusError` (a ValueError) naming the file, where in it, and
 the fix. No torch or Ray here.
@@ -68,11 +69,19 @@ class ReadOptions:
     invalid_utf8: str = "error"
     seed: int = 0
     val_fraction: float = 0.05
+    overrides: tuple = ()
+    """(doc id, is_val) pairs that keep a small corpus's splits non-empty (see `split_overrides`)."""
 
     @classmethod
     def of(cls, cfg) -> "ReadOptions":
         return cls(text_field=cfg.text_field, delimiter=cfg.delimiter, invalid_utf8=cfg.invalid_utf8,
                    seed=int(cfg.seed), val_fraction=float(cfg.val_fraction))
+
+    def is_val(self, doc_id: str) -> bool:
+        for other, val in self.overrides:
+            if other == doc_id:
+                return val
+        return held_out(doc_id, self.seed, self.val_fraction)
 
 
 @dataclass(frozen=True)
@@ -202,12 +211,30 @@ def plan_pieces(files: list[SourceFile], task_bytes: int) -> list[Piece]:
     return pieces
 
 
+def split_u(doc_id: str, seed: int) -> float:
+    """sha256(seed, document id) read as a number in [0, 1): stable across machines, Python
+    versions and Ray tasks (unlike hash())."""
+    return int.from_bytes(hashlib.sha256(f"{seed}\0{doc_id}".encode()).digest()[:8], "big") / 2.0**64
+
+
 def held_out(doc_id: str, seed: int, val_fraction: float) -> bool:
-    """A document is held out for validation when sha256(seed, its id), read as a number in [0, 1),
-    falls below val_fraction: stable across machines, Python versions and Ray tasks (unlike hash()),
-    and adding documents moves no other document across the split."""
-    u = int.from_bytes(hashlib.sha256(f"{seed}\0{doc_id}".encode()).digest()[:8], "big") / 2.0**64
-    return u < val_fraction
+    """A document is held out for validation when split_u(its id) < val_fraction: adding documents
+    moves no other document across the split."""
+    return split_u(doc_id, seed) < val_fraction
+
+
+def split_overrides(n_docs: int, n_val: int, lowest: tuple, highest: tuple) -> tuple:
+    """When the rule leaves a split of a corpus read whole empty, the document with the smallest u
+    is held out (or the one with the largest kept for training): the n_val documents with the
+    smallest u form the validation split, n_val clipped to [1, n_docs - 1]. `lowest`/`highest`:
+    (u, doc id) of the extreme documents."""
+    if n_docs < 2:
+        return ()
+    if n_val == 0:
+        return ((lowest[1], True),)
+    if n_val == n_docs:
+        return ((highest[1], False),)
+    return ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,12 +329,14 @@ def _delimited(stream, f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, 
 
 def _jsonl_documents(f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str]]:
     with _open(f) as stream:
+        offset = 0
         for line_no, raw in enumerate(stream, 1):
+            offset += len(raw)
             if not raw.strip():
                 continue
             where = f"line {line_no}"
             try:
-                record = json.loads(_decode(raw, f, opts, where))
+                record = json.loads(_decode(raw, f, opts, where, offset - len(raw)))
             except json.JSONDecodeError as err:
                 raise CorpusError(
                     f"data.sources: {where} of {f.name} is not valid JSON ({err.msg}, column "
