@@ -31,6 +31,7 @@ def run_pieces(fn: Callable[..., dict], pieces: list[Piece], kwargs: dict, *, us
         (start_ray or ray.init)()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver logs its own progress (documents, bytes, ETA)
+    ctx.raise_original_map_exception = True  # a CorpusError, not "UDF failed to process a data block"
     rows = [{"piece": pickle.dumps(p)} for p in pieces]
     ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         _apply, batch_size=1, num_cpus=1, fn_kwargs={"fn": fn, "kwargs": kwargs})
