@@ -163,17 +163,22 @@ def test_two_nodes_encode_a_corpus_on_s3_and_their_workers_train_from_its_shards
     t0 = time.time()
     with two_nodes(env, tmp_path) as address:
         started = time.time()
-        run = subprocess.run(
-            [sys.executable, "-m", "llm_ray.train", f"data.sources=[s3://{BUCKET}/corpus/*]",
-             "data.vocab_size=512", "data.ray_min_bytes=0", "data.task_bytes=60000", "model=tiny",
-             "deepspeed=zero0", "trainer.num_workers=2", "trainer.global_batch_tokens=2048",
-             "trainer.micro_batch_size=16", "trainer.tokens=20480", "trainer.warmup_steps=2",
-             "trainer.eval_tokens=2048", "trainer.eval_every=5", "trainer.checkpoint_every=0",
-             "resources.address=auto", f"trainer.storage_path={store}", "wandb.mode=disabled",
-             f"hydra.run.dir={tmp_path}/hydra"],
-            env={**env, "RAY_ADDRESS": address}, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        log = run.stdout + run.stderr
-        assert run.returncode == 0, log[-8000:]
+        with open(tmp_path / "train.log", "w") as out:
+            try:
+                rc = subprocess.run(
+                    [sys.executable, "-m", "llm_ray.train", f"data.sources=[s3://{BUCKET}/corpus/*]",
+                     "data.vocab_size=512", "data.ray_min_bytes=0", "data.task_bytes=60000", "model=tiny",
+                     "deepspeed=zero0", "trainer.num_workers=2", "trainer.global_batch_tokens=2048",
+                     "trainer.micro_batch_size=16", "trainer.tokens=20480", "trainer.warmup_steps=2",
+                     "trainer.eval_tokens=2048", "trainer.eval_every=5", "trainer.checkpoint_every=0",
+                     "resources.address=auto", f"trainer.storage_path={store}", "wandb.mode=disabled",
+                     f"hydra.run.dir={tmp_path}/hydra"],
+                    env={**env, "RAY_ADDRESS": address}, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
+                    timeout=600).returncode
+            except subprocess.TimeoutExpired:
+                rc = "timeout"
+        log = (tmp_path / "train.log").read_text()
+        assert rc == 0, f"{rc}: {log[-8000:]}"
         print(f"cluster up in {started - t0:.0f} s; prepare + train in {time.time() - started:.0f} s")
     caches = {n: os.listdir(tmp_path / f"tokens-{n}") if (tmp_path / f"tokens-{n}").exists() else []
               for n in ("head", "second")}

@@ -16,7 +16,6 @@ No torch or Ray here.
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Optional
 
@@ -101,10 +100,11 @@ class ShardWriter:
 
 def encode_texts(tok, texts: list[str], eot: int, dtype: str) -> np.ndarray:
     """doc0 EOT doc1 EOT ... docN EOT, by the tokenizer's batch encoding."""
-    encs = tok.encode_batch_fast(texts, add_special_tokens=False)
-    count = sum(len(e.ids) for e in encs) + len(encs)
-    ids = itertools.chain.from_iterable(itertools.chain(e.ids, (eot,)) for e in encs)
-    return np.fromiter(ids, dtype=np.dtype(dtype), count=count)
+    flat: list[int] = []
+    for enc in tok.encode_batch_fast(texts, add_special_tokens=False):
+        flat += enc.ids  # each .ids builds a Python list: read it once
+        flat.append(eot)
+    return np.array(flat, dtype=np.dtype(dtype))
 
 
 def encode_piece(piece: Piece, opts: ReadOptions, tokenizer_json: str, root: str, dtype: str,
