@@ -97,40 +97,39 @@ def test_a_bad_file_read_by_a_ray_data_task_is_the_same_clear_error(ray_cluster,
 # Two nodes
 # --------------------------------------------------------------------------------------------
 
-def start_node(temp_dir: str, env: dict, head_address: str = "") -> subprocess.Popen:
-    """`ray start --block` for a head (no address) or a node joining one, 1 CPU, on free ports."""
+def start_node(temp_dir: str, env: dict, head_address: str, head: bool) -> subprocess.Popen:
+    """`ray start --block` for the head (at head_address) or a node joining it, 1 CPU, free ports."""
     agent, agent_grpc, runtime_env_agent, metrics, node_manager, object_manager = free_ports(6)
     args = [RAY, "start", "--block", "--num-cpus=1", f"--temp-dir={temp_dir}",
             f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
             f"--runtime-env-agent-port={runtime_env_agent}", f"--metrics-export-port={metrics}",
             f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
             "--disable-usage-stats"]
-    if head_address:
-        args += [f"--address={head_address}", '--resources={"second_node": 1}']
+    if head:
+        args += ["--head", f"--port={head_address.rsplit(':', 1)[1]}", "--include-dashboard=false",
+                 f"--ray-client-server-port={free_ports(1)[0]}", '--resources={"head_node": 1}']
     else:
-        gcs, client = free_ports(2)
-        args += ["--head", f"--port={gcs}", "--include-dashboard=false", f"--ray-client-server-port={client}",
-                 '--resources={"head_node": 1}']
+        args += [f"--address={head_address}", '--resources={"second_node": 1}']
     log = open(os.path.join(temp_dir, "node.log"), "wb")
     return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @contextlib.contextmanager
 def two_nodes(env: dict, tmp_path):
-    """A head and a second node (each 1 CPU, its own temp dir and token cache); ended on exit."""
+    """A head and a second node (each 1 CPU, its own temp dir and token cache); ended on exit.
+    Every process of the cluster has its address (RAY_ADDRESS): with other Rays on the machine, Ray
+    Train's state-API calls inside it would otherwise find several clusters and give up."""
     from ray._private.services import get_node_ip_address
 
     dirs = [tempfile.mkdtemp(prefix=f"llmray-n{i}-", dir="/tmp") for i in range(2)]  # short: unix sockets
+    address = f"{get_node_ip_address()}:{free_ports(1)[0]}"
+    env = {**env, "RAY_ADDRESS": address}
     procs = []
     try:
-        head_env = {**env, "LLM_RAY_TOKEN_CACHE": str(tmp_path / "tokens-head")}
-        procs.append(start_node(dirs[0], head_env))
-        gcs = next(a for a in procs[0].args if a.startswith("--port=")).split("=")[1]
-        address = f"{get_node_ip_address()}:{gcs}"
-        wait_for_nodes(address, 1, env, dirs[0])
-        procs.append(start_node(dirs[1], {**env, "LLM_RAY_TOKEN_CACHE": str(tmp_path / "tokens-second")},
-                                head_address=address))
-        wait_for_nodes(address, 2, env, dirs[1])
+        for i, name in enumerate(("head", "second")):
+            procs.append(start_node(dirs[i], {**env, "LLM_RAY_TOKEN_CACHE": str(tmp_path / f"tokens-{name}")},
+                                    address, head=i == 0))
+            wait_for_nodes(address, i + 1, env, dirs[i])
         yield address
     finally:
         for proc, d in reversed(list(zip(procs, dirs))):

@@ -239,7 +239,7 @@ class _Earlier:
         if self.tokenizer_json is None:
             verb = (f"rebuilding {root} (an interrupted run left {self.n_files} files but no "
                     f"tokenizer)" if self.n_files else f"building {root}")
-            return f"{verb}: {n_pieces} pieces, in {where}"
+            return f"{verb}: {n_pieces} piece{'s' * (n_pieces != 1)}, in {where}"
         why = " (its manifest no longer matched its shards)" if self.stale_manifest else ""
         return (f"resuming {root}{why}: {len(self.done)} of {n_pieces} pieces finished by an "
                 f"interrupted run kept, with its tokenizer; encoding {n_pieces - len(self.done)} "
