@@ -122,7 +122,8 @@ def _train_tokenizer(texts: list[str], vocab_size: int, sample_bytes: int) -> To
     return tok
 
 
-def _sample_and_train(cfg, pieces: list[Piece], opts: ReadOptions, run, log) -> tuple[Tokenizer, ReadOptions, dict]:
+def _sample_and_train(cfg, pieces: list[Piece], opts: ReadOptions, run,
+                      log) -> tuple[Tokenizer, ReadOptions, dict]:
     """Every piece's first train documents (an equal share of data.tokenizer_sample_bytes each),
     in piece order, then the BPE trained on them. Fails early on an empty corpus; keeps a small
     corpus's splits non-empty (the options returned carry that for the encoding)."""
@@ -132,16 +133,10 @@ def _sample_and_train(cfg, pieces: list[Piece], opts: ReadOptions, run, log) -> 
     seen = {s: sum(r["docs"][s] for r in results) for s in SPLITS}
     complete = all(r["complete"] for r in results)
     _check_documents(seen, complete, cfg)
-    if complete:
-        overrides = split_overrides(seen["train"] + seen["val"], seen["val"],
-                                    min(tuple(r["lowest"]) for r in results),
-                                    max(tuple(r["highest"]) for r in results))
-        if overrides:
-            doc, val = overrides[0]
-            log(f"data: no document fell in the {'val' if val else 'train'} split "
-                f"(data.val_fraction={cfg.val_fraction}); {doc} goes there, so neither is empty")
-            opts = replace(opts, overrides=overrides)
-            results = sorted(run(sample_piece, {**kwargs, "opts": opts}, pieces), key=lambda r: r["piece"])
+    overrides = _overrides(results, seen, cfg, log) if complete else ()
+    if overrides:  # read the (small) corpus again with the document moved
+        opts = replace(opts, overrides=overrides)
+        results = sorted(run(sample_piece, {**kwargs, "opts": opts}, pieces), key=lambda r: r["piece"])
     texts = [t for r in results for t in r["texts"]]
     n_bytes = sum(utf8_len(t) for t in texts)
     t1 = time.perf_counter()
@@ -149,6 +144,17 @@ def _sample_and_train(cfg, pieces: list[Piece], opts: ReadOptions, run, log) -> 
     info = {"sample_docs": len(texts), "sample_bytes": n_bytes, "whole_train_split": complete,
             "sample_s": round(t1 - t0, 2), "bpe_s": round(time.perf_counter() - t1, 2)}
     return tok, opts, info
+
+
+def _overrides(results: list[dict], seen: dict, cfg, log) -> tuple:
+    """The split's overrides for a corpus the sample read whole (see sources.split_overrides)."""
+    overrides = split_overrides(seen["train"] + seen["val"], seen["val"],
+                                min(tuple(r["lowest"]) for r in results),
+                                max(tuple(r["highest"]) for r in results))
+    for doc, val in overrides:
+        log(f"data: no document fell in the {'val' if val else 'train'} split "
+            f"(data.val_fraction={cfg.val_fraction}); {doc} goes there, so neither is empty")
+    return overrides
 
 
 def _check_documents(docs: dict, complete: bool, cfg) -> None:
