@@ -31,6 +31,7 @@ bench: setup
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_fit.py
 	$(PY) bench/bench_sweep.py
+	$(PY) bench/bench_data.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -41,7 +41,7 @@ def plain_pytorch(job, data, steps: int, threads: int) -> tuple[float, float]:
     import torch
 
     from llm_ray.core.config import batch_geometry
-    from llm_ray.data import load_tokens, sample_batch
+    from llm_ray.data import load_split, sample_batch
     from llm_ray.training.engine import param_groups
     from llm_ray.training.model import Transformer
 
@@ -50,7 +50,7 @@ def plain_pytorch(job, data, steps: int, threads: int) -> tuple[float, float]:
     m, t = job.model, job.trainer
     model = Transformer(m)
     opt = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas), eps=t.eps)
-    tokens = load_tokens(data.train_path, data.dtype)
+    tokens = load_split(data, "train")
     _, accum = batch_geometry(m, t)
     times = []
     for step in range(steps):

@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray cluster per test session, test-sized configs, fake secrets.
+"""Shared fixtures: one local Ray cluster per test session, test-sized configs, fake secrets, an S3
+server on loopback, and ending a Ray node started by a test.
 
 Fake secrets are put in the environment *before* Ray starts so every worker inherits them; tests
 that write files then grep everything written for them.
@@ -6,7 +7,11 @@ that write files then grep everything written for them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import time
 
 import pytest
 
@@ -14,6 +19,8 @@ FAKE_SECRETS = {
     "WANDB_API_KEY": "fake-wandb-key-0123456789abcdef0123456789abcdef01234567",
     "AWS_SECRET_ACCESS_KEY": "fake-aws-secret-DO-NOT-LEAK-4f1b2c",
 }
+BUCKET = "llm-ray-test"
+ACCESS_KEY_ID = "FAKEKEYID0LLMRAY0TEST"
 CONF = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "conf"))
 
 # Small real-text corpus for integration tests: the stdlib slice is read once and cached.
@@ -72,3 +79,75 @@ def processes_using(marker: str) -> list:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def end_head(proc: subprocess.Popen, temp_dir: str) -> None:
+    """End a Ray node started by a test (`ray start --block --temp-dir=temp_dir`) like `ray stop`
+    would, but only this one: SIGTERM, by pid, every process that carries its temp dir (GCS,
+    raylet, dashboard, workers; they are not all in the process group of `ray start`), SIGKILL after
+    a grace period, and `ray start --block` itself (it only watches the others, and outlives
+    SIGTERM)."""
+    import psutil
+
+    procs = [p for p in processes_using(temp_dir) if p.pid != proc.pid]
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.terminate()
+    psutil.wait_procs(procs, timeout=5)
+    proc.kill()
+    proc.wait()  # reaps it; its children are reaped by init from here on
+    deadline = time.time() + 30
+    while (left := processes_using(temp_dir)) and time.time() < deadline:
+        for p in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server on 127.0.0.1 with a bucket (one per module)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_ports(1)[0]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+           "AWS_SECRET_ACCESS_KEY": FAKE_SECRETS["AWS_SECRET_ACCESS_KEY"],
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1"}
+    boto3.client("s3", **{"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": "us-east-1",
+                          "aws_access_key_id": ACCESS_KEY_ID,
+                          "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
+                 ).create_bucket(Bucket=BUCKET)
+    yield env
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The AWS environment pointing at the server: the only place credentials and endpoint come from."""
+    import s3fs
+
+    for k, v in s3_server.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches instances, not the environment
+    yield s3_server
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def s3fs_fresh():
+    import s3fs
+
+    return s3fs.S3FileSystem(skip_instance_cache=True)

@@ -1,6 +1,7 @@
 """Data pipeline: sources -> split -> BPE -> cached token shards -> deterministic batches.
 
-Real tokenizers and fsspec throughout (local files, memory://, and this machine's stdlib).
+Real tokenizers and fsspec throughout (local files, memory://, and this machine's stdlib), prepared
+in the test's own process (small corpora never start Ray Data; tests/test_data_ray.py does).
 """
 
 from __future__ import annotations
@@ -8,6 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 import uuid
 
 import fsspec
@@ -15,9 +21,9 @@ import numpy as np
 import pytest
 
 from llm_ray.core.config import DataConfig
-from llm_ray.data import (EOT, PreparedData, check_fits, load_tokenizer, load_tokens, prepare_data,
-                          sample_batch, stdlib_text_files, val_windows)
-from llm_ray.data.prepare import _split
+from llm_ray.data import (EOT, PreparedData, TokenStream, check_fits, load_split, load_tokenizer,
+                          load_tokens, prepare_data, sample_batch, stdlib_text_files, val_windows)
+from llm_ray.data.sources import held_out, split_u
 
 WORDS = ("alpha beta gamma delta epsilon scaling law tokens compute optimal model data loss "
          "train validation batch window shard cache ray worker deepspeed zero stage").split()
@@ -55,17 +61,31 @@ def prepare(cfg, cache, logs=None):
     return prepare_data(cfg, str(cache), log=logs.append), logs
 
 
-def decode_docs(data: PreparedData, path: str, local_cache=None) -> list[str]:
-    """The documents of a shard, cut at <|endoftext|>."""
+def decode_docs(data: PreparedData, split: str, local_cache=None) -> list[str]:
+    """The documents of a split, each followed by <|endoftext|>."""
     tok = load_tokenizer(data.tokenizer_path)
-    ids = np.asarray(load_tokens(path, data.dtype, local_cache=local_cache))
+    ids = np.asarray(load_split(data, split, local_cache=local_cache))
+    assert ids[-1] == tok.token_to_id(EOT)  # every document ends with <|endoftext|>
     cuts = np.flatnonzero(ids == tok.token_to_id(EOT))
-    return [tok.decode(part.tolist()) for part in np.split(ids, cuts)]
+    return [tok.decode(part[:-1].tolist()) for part in np.split(ids, cuts + 1)[:-1]]
 
 
-def entry_mtimes(data: PreparedData) -> dict:
-    return {n: os.stat(os.path.join(data.root, n)).st_mtime_ns
-            for n in ("tokenizer.json", "train.bin", "val.bin", "meta.json")}
+def split_bytes(data: PreparedData, split: str) -> bytes:
+    return np.asarray(load_split(data, split)).tobytes()
+
+
+def entry_files(data: PreparedData) -> dict:
+    """relative path -> mtime of every file of an entry."""
+    out = {}
+    for d, _, names in os.walk(data.root):
+        for n in names:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, data.root)] = os.stat(p).st_mtime_ns
+    return out
+
+
+def manifest(data: PreparedData) -> dict:
+    return json.loads(open(data.manifest_path).read())
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,13 +96,15 @@ def test_cache_is_keyed_by_content(corpus, tmp_path):
     cfg = cfg_for(d / "*.txt")
     first, logs = prepare(cfg, cache)
     assert not any("cache hit" in m for m in logs)
-    mtimes = entry_mtimes(first)
+    assert any(f"building {first.root}" in m for m in logs)
+    files = entry_files(first)
+    assert {"tokenizer.json", "manifest.json"} <= set(files) and any(f.startswith("train/") for f in files)
 
     again, logs = prepare(cfg, cache)
     assert again == first
     assert any("cache hit" in m for m in logs)
-    assert not any("training" in m for m in logs)
-    assert entry_mtimes(again) == mtimes
+    assert not any("BPE" in m or "encoded" in m for m in logs)
+    assert entry_files(again) == files
 
     # Same size, new content: the mtime alone must change the key.
     p = d / "doc005.txt"
@@ -97,6 +119,10 @@ def test_cache_is_keyed_by_content(corpus, tmp_path):
     assert len({first.key, edited.key, bigger_vocab.key}) == 3
     assert bigger_vocab.vocab_size == 330
     assert sorted(os.listdir(cache)) == sorted([first.key, edited.key, bigger_vocab.key])
+    # Where it runs changes nothing written: same key, a hit.
+    _, logs = prepare(dataclasses.replace(cfg, vocab_size=330, ray_min_bytes=10**12), cache)
+    assert any("cache hit" in m for m in logs)
+
 
 
 def test_split_is_by_document_deterministic_disjoint_and_non_empty(corpus, tmp_path):
@@ -106,28 +132,58 @@ def test_split_is_by_document_deterministic_disjoint_and_non_empty(corpus, tmp_p
     b, _ = prepare(cfg, tmp_path / "c2")
     assert a.n_train_docs + a.n_val_docs == len(texts)
     assert a.n_train_docs > 0 and a.n_val_docs > 0
-    assert open(a.val_path, "rb").read() == open(b.val_path, "rb").read()
-    assert open(a.train_path, "rb").read() == open(b.train_path, "rb").read()
+    assert split_bytes(a, "val") == split_bytes(b, "val")
+    assert split_bytes(a, "train") == split_bytes(b, "train")
 
-    train_docs, val_docs = decode_docs(a, a.train_path), decode_docs(a, a.val_path)
+    train_docs, val_docs = decode_docs(a, "train"), decode_docs(a, "val")
     assert sorted(train_docs + val_docs) == sorted(texts.values())  # whole documents, each once
     assert not set(train_docs) & set(val_docs)
+    names = sorted(texts)
+    expected = [n for n in names if held_out(n, 0, 0.2)] or [min(names, key=lambda n: split_u(n, 0))]
+    assert [texts[n] for n in expected] == val_docs  # in name order
 
     other_seed, _ = prepare(dataclasses.replace(cfg, seed=1), tmp_path / "c1")
-    assert set(decode_docs(other_seed, other_seed.val_path)) != set(val_docs)
+    assert set(decode_docs(other_seed, "val")) != set(val_docs)
 
 
-def test_split_rule_is_per_document_and_never_leaves_a_split_empty():
+
+def test_split_rule_is_per_document_and_stable_as_the_corpus_grows():
     names = [f"s3://bucket/corpus/{i}.txt" for i in range(400)]
-    is_val = _split(names, seed=0, val_fraction=0.1)
+    is_val = [held_out(n, 0, 0.1) for n in names]
     assert 20 < sum(is_val) < 60
-    # A document's side depends only on (seed, its name): adding documents moves nobody.
-    more = _split(names + [f"s3://bucket/extra/{i}.txt" for i in range(100)], 0, 0.1)
-    assert more[:400] == is_val
-    assert _split(names[:2], 0, 0.05).count(True) == 1
-    assert _split(names[:3], 0, 0.45).count(False) >= 1
-    with pytest.raises(ValueError, match="data.sources"):
-        _split(names[:1], 0, 0.1)
+    # A document's side depends only on (seed, its id): adding documents moves nobody.
+    more = names + [f"s3://bucket/extra/{i}.txt" for i in range(100)]
+    assert [held_out(n, 0, 0.1) for n in more][:400] == is_val
+    assert [held_out(n, 1, 0.1) for n in names] != is_val
+
+
+def test_a_small_corpus_never_has_an_empty_split_and_a_large_one_says_how_to_fix_it(tmp_path):
+    fs = fsspec.filesystem("memory")
+    root = f"/two-docs-{uuid.uuid4().hex}"
+    names = ["a.txt", "b.txt", "c.txt"]
+    try:
+        for i, n in enumerate(names):
+            fs.pipe(f"{root}/{n}", (make_doc(i) * 20).encode())
+        ids = [f"memory://{root}/{n}" for n in names]  # a document's id is its URL
+        assert not any(held_out(i, 0, 0.01) for i in ids)
+        # Read whole (smaller than the tokenizer sample): the document with the smallest hash is held out.
+        data, logs = prepare(cfg_for(f"memory://{root}/*.txt", val_fraction=0.01), tmp_path / "cache")
+        lowest = min(ids, key=lambda i: split_u(i, 0))
+        assert (data.n_train_docs, data.n_val_docs) == (2, 1)
+        assert any(f"{lowest} goes there" in m for m in logs), logs
+        assert decode_docs(data, "val") == [fs.cat(lowest.split("memory://")[1]).decode()]
+        # Too large to be sampled whole: nothing is moved, and the empty split is an error.
+        with pytest.raises(ValueError, match=r"data\.val_fraction=0\.01: all 3 documents fell in the train"):
+            prepare(cfg_for(f"memory://{root}/*.txt", val_fraction=0.01, tokenizer_sample_bytes=3000),
+                    tmp_path / "cache2")
+        assert not list((tmp_path / "cache2").rglob("manifest.json"))
+        fs.rm(f"{root}/b.txt")
+        fs.rm(f"{root}/c.txt")
+        with pytest.raises(ValueError, match=r"found 1 document.*data\.delimiter"):
+            prepare(cfg_for(f"memory://{root}/*.txt"), tmp_path / "cache")
+    finally:
+        fs.rm(root, recursive=True)
+
 
 
 def test_tokens_use_the_smallest_dtype_and_round_trip(corpus, tmp_path):
@@ -137,11 +193,12 @@ def test_tokens_use_the_smallest_dtype_and_round_trip(corpus, tmp_path):
     wide, _ = prepare(dataclasses.replace(cfg, token_dtype="uint32"), tmp_path / "cache")
     assert (small.dtype, wide.dtype) == ("uint16", "uint32")
     assert small.key != wide.key
-    t16, t32 = load_tokens(small.train_path, "uint16"), load_tokens(wide.train_path, "uint32")
+    t16, t32 = load_split(small, "train"), load_split(wide, "train")
     assert (t16.dtype, t32.dtype) == (np.uint16, np.uint32)
-    assert os.path.getsize(wide.train_path) == 4 * wide.n_train_tokens == 2 * os.path.getsize(small.train_path)
-    assert np.array_equal(t16, t32) and int(t16.max()) < cfg.vocab_size
-    assert not t16.flags.writeable
+    shard = manifest(wide)["splits"]["train"]["shards"][0]
+    assert os.path.getsize(os.path.join(wide.root, shard["path"])) == 4 * shard["tokens"]
+    assert np.array_equal(np.asarray(t16), np.asarray(t32)) and int(np.asarray(t16).max()) < cfg.vocab_size
+    assert not load_tokens(os.path.join(small.root, shard["path"]), "uint16").flags.writeable
 
     tok = load_tokenizer(small.tokenizer_path)
     assert tok.get_vocab_size() == cfg.vocab_size
@@ -149,34 +206,83 @@ def test_tokens_use_the_smallest_dtype_and_round_trip(corpus, tmp_path):
     assert tok.decode(tok.encode(doc).ids) == doc
 
 
+
 def test_vocab_larger_than_the_corpus_supports_asks_to_lower_it(corpus, tmp_path):
     d, _ = corpus
     with pytest.raises(ValueError, match=r"(?i)lower data\.vocab_size to at most (\d+)") as err:
         prepare(cfg_for(d / "*.txt", vocab_size=20000), tmp_path / "cache")
-    suggested = int(err.value.args[0].split("at most ")[1].split()[0])
+    suggested = int(re.search(r"at most (\d+)", err.value.args[0]).group(1))
+    assert "data.tokenizer_sample_bytes" in err.value.args[0]  # a bigger sample may support it
     data, _ = prepare(cfg_for(d / "*.txt", vocab_size=suggested), tmp_path / "cache")
     assert data.vocab_size == suggested
 
 
-def test_crash_mid_prepare_is_not_a_hit_and_is_rebuilt(corpus, tmp_path):
+def test_damaged_entry_is_not_a_hit_and_is_repaired_or_rebuilt(corpus, tmp_path):
     d, _ = corpus
-    cfg = cfg_for(d / "*.txt")
+    cfg = cfg_for(d / "*.txt", task_bytes=20_000)  # several pieces
     good, _ = prepare(cfg, tmp_path / "cache")
-    reference = open(good.train_path, "rb").read()
+    reference = {s: split_bytes(good, s) for s in ("train", "val")}
+    shards = manifest(good)["splits"]
+    assert len(manifest(good)["pieces"]) > 3
 
-    os.remove(os.path.join(good.root, "meta.json"))  # crashed before the completion marker
-    with open(good.train_path, "r+b") as f:
-        f.truncate(10)
-    rebuilt, logs = prepare(cfg, tmp_path / "cache")
-    assert not any("cache hit" in m for m in logs)
-    assert rebuilt == good and open(rebuilt.train_path, "rb").read() == reference
-
-    with open(good.val_path, "r+b") as f:  # shard lost after the marker: sizes disagree
+    val_shard = os.path.join(good.root, shards["val"]["shards"][0]["path"])
+    with open(val_shard, "r+b") as f:  # a shard damaged after the manifest: sizes disagree
         f.truncate(4)
-    _, logs = prepare(cfg, tmp_path / "cache")
+    kept_mtime = os.stat(os.path.join(good.root, shards["train"]["shards"][-1]["path"])).st_mtime_ns
+    repaired, logs = prepare(cfg, tmp_path / "cache")
     assert not any("cache hit" in m for m in logs)
-    assert os.path.getsize(good.val_path) == 2 * good.n_val_tokens
-    assert not [n for n in os.listdir(good.root) if ".tmp-" in n]
+    assert any("resuming" in m and "manifest no longer matched" in m for m in logs), logs
+    assert repaired == good and {s: split_bytes(repaired, s) for s in reference} == reference
+    # Only the damaged piece was encoded again.
+    assert os.stat(os.path.join(good.root, shards["train"]["shards"][-1]["path"])).st_mtime_ns == kept_mtime
+
+    os.remove(good.manifest_path)
+    os.remove(good.tokenizer_path)  # nothing can be kept without the tokenizer the pieces used
+    rebuilt, logs = prepare(cfg, tmp_path / "cache")
+    assert any("rebuilding" in m for m in logs), logs
+    assert rebuilt == good and {s: split_bytes(rebuilt, s) for s in reference} == reference
+    assert not [n for n in entry_files(rebuilt) if ".tmp-" in n]
+
+
+KILLED_PREPARE = """
+import sys
+from llm_ray.core.config import DataConfig
+from llm_ray.data import prepare_data
+cfg = DataConfig(sources=[sys.argv[1]], vocab_size=320, val_fraction=0.2, task_bytes=20_000)
+prepare_data(cfg, sys.argv[2])
+"""
+
+
+def test_preparation_killed_midway_is_never_read_and_resumes(tmp_path):
+    """SIGKILL the preparing process once some pieces are written: the entry has no manifest, the
+    next run keeps the finished pieces, encodes the rest, and ends byte-identical to a clean run."""
+    d = tmp_path / "big"
+    d.mkdir()
+    for i in range(160):
+        (d / f"doc{i:03d}.txt").write_text(make_doc(i) * 3, encoding="utf-8")
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_PREPARE, str(d / "*.txt"), str(cache)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not list(cache.glob("*/pieces/*.json")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    out = proc.communicate()[0].decode()
+    assert proc.returncode == -signal.SIGKILL, f"the preparation ended before it was killed:\n{out}"
+    assert not list(cache.glob("*/manifest.json"))
+
+    cfg = DataConfig(sources=[str(d / "*.txt")], vocab_size=320, val_fraction=0.2, task_bytes=20_000)
+    resumed, logs = prepare(cfg, cache)
+    line = next(m for m in logs if "resuming" in m)
+    kept, total = (int(x) for x in re.search(r": (\d+) of (\d+) pieces", line).groups())
+    assert 1 <= kept < total, line
+    clean, _ = prepare(cfg, tmp_path / "clean")
+    assert resumed.key == clean.key and resumed.n_train_tokens == clean.n_train_tokens
+    for s in ("train", "val"):
+        assert split_bytes(resumed, s) == split_bytes(clean, s)
+    assert open(resumed.tokenizer_path).read() == open(clean.tokenizer_path).read()
+
 
 
 def test_missing_sources_name_the_field_and_the_pattern(tmp_path):
@@ -188,14 +294,15 @@ def test_missing_sources_name_the_field_and_the_pattern(tmp_path):
 
 
 def test_check_fits_names_seq_len_and_eval_tokens():
-    data = PreparedData(root="/x", key="k", tokenizer_path="/x/t", train_path="/x/a",
-                        val_path="/x/b", dtype="uint16", vocab_size=320, n_train_tokens=100,
+    data = PreparedData(root="/x", key="k", tokenizer_path="/x/t", manifest_path="/x/m",
+                        dtype="uint16", vocab_size=320, n_train_tokens=100,
                         n_val_tokens=50, n_train_docs=3, n_val_docs=1)
     check_fits(data, seq_len=99, eval_tokens=49)
     with pytest.raises(ValueError, match="model.seq_len=100"):
         check_fits(data, seq_len=100, eval_tokens=10)
     with pytest.raises(ValueError, match="trainer.eval_tokens=50.*at most 49"):
         check_fits(data, seq_len=10, eval_tokens=50)
+
 
 
 def test_sample_batch_is_a_pure_function_of_seed_step_rank_micro():
@@ -240,24 +347,27 @@ def test_memory_sources_and_memory_cache_work_end_to_end(tmp_path):
     texts = [make_doc(i) for i in range(12)]
     for i, t in enumerate(texts):
         fs.pipe(f"/src-{tag}/part/{i:02d}.txt", t.encode())
-    cfg = cfg_for(f"memory://src-{tag}/part/*.txt", vocab_size=300)
+    cfg = cfg_for(f"memory://src-{tag}/part/*.txt", vocab_size=300, task_bytes=10_000)
     cache = f"memory://cache-{tag}/data"
     try:
         data, logs = prepare(cfg, cache)
         assert data.root.startswith(f"memory://cache-{tag}/data/")
-        assert fs.exists(f"/cache-{tag}/data/{data.key}/meta.json")
+        assert fs.exists(f"/cache-{tag}/data/{data.key}/manifest.json")
         restored = PreparedData.from_dict(json.loads(json.dumps(data.to_dict())))
         assert restored == data
 
         local = tmp_path / "node-cache"
-        train = load_tokens(data.train_path, data.dtype, local_cache=str(local))
-        assert isinstance(train, np.memmap) and len(train) == data.n_train_tokens
-        assert train.tobytes() == fs.cat(f"/cache-{tag}/data/{data.key}/train.bin")
-        assert len(os.listdir(local)) == 1
-        load_tokens(data.train_path, data.dtype, local_cache=str(local))
-        assert len(os.listdir(local)) == 1  # copied once per node
-        docs = [t for p in (data.train_path, data.val_path)
-                for t in decode_docs(data, p, local_cache=str(local))]
+        train = load_split(data, "train", local_cache=str(local))
+        shards = json.loads(fs.cat(f"/cache-{tag}/data/{data.key}/manifest.json"))["splits"]["train"]["shards"]
+        assert len(shards) > 1 and len(train) == data.n_train_tokens
+        assert all(isinstance(p, np.memmap) for p in train.parts)
+        assert np.asarray(train).tobytes() == b"".join(
+            fs.cat(f"/cache-{tag}/data/{data.key}/{s['path']}") for s in shards)
+        copies = sorted(os.listdir(local))
+        assert len(copies) == len(shards)
+        load_split(data, "train", local_cache=str(local))
+        assert sorted(os.listdir(local)) == copies  # copied once per node
+        docs = [t for s in ("train", "val") for t in decode_docs(data, s, local_cache=str(local))]
         assert sorted(docs) == sorted(texts)
 
         _, logs = prepare(cfg, cache)
@@ -265,6 +375,7 @@ def test_memory_sources_and_memory_cache_work_end_to_end(tmp_path):
     finally:
         fs.rm(f"/src-{tag}", recursive=True)
         fs.rm(f"/cache-{tag}", recursive=True)
+
 
 
 def test_stdlib_corpus_excludes_tests_and_site_packages(tmp_path):
@@ -277,15 +388,18 @@ def test_stdlib_corpus_excludes_tests_and_site_packages(tmp_path):
 
     cfg = DataConfig(sources=["stdlib"], max_bytes=2_000_000, vocab_size=512)
     data, logs = prepare(cfg, tmp_path / "cache")
-    meta = json.loads(open(os.path.join(data.root, "meta.json")).read())
+    meta = manifest(data)
     assert 2_000_000 <= meta["n_bytes"] < 2_000_000 + max(os.path.getsize(f) for f in files)
     assert meta["sources"]["first"].startswith("stdlib/")
     assert data.n_val_docs > 0 and data.n_train_tokens > 300_000
-    val = load_tokens(data.val_path, data.dtype)
-    assert int(val.max()) < 512
+    # The cap is stated with what it left out.
+    assert any("data.max_bytes=2,000,000 left out" in m and "files" in m for m in logs), logs
+    val = load_split(data, "val")
+    assert int(np.asarray(val).max()) < 512
     tok = load_tokenizer(data.tokenizer_path)
-    first_val_doc = tok.decode(np.asarray(val[:np.flatnonzero(val == tok.token_to_id(EOT))[0]]).tolist())
+    first_val_doc = decode_docs(data, "val")[0]
     assert first_val_doc.strip() and tok.decode(tok.encode(first_val_doc).ids) == first_val_doc
+
 
 
 def test_overlapping_patterns_and_directories_read_each_file_once(corpus, tmp_path):

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import uuid
 import pandas as pd
 import pytest
 
-from conftest import processes_using, CONF, FAKE_SECRETS, grep_tree
+from conftest import processes_using, CONF, FAKE_SECRETS, end_head, free_ports, grep_tree
 
 pytestmark = pytest.mark.ray
 ROOT = os.path.dirname(CONF)
@@ -33,38 +34,6 @@ RAY = os.path.join(VENV_BIN, "ray")
 SWEEP = ["sweep=smoke", "sweep.budgets=[5e10]", "sweep.sizes=[3.5e4,9e4]", "fit.n_bootstrap=20",
          "data.max_bytes=2000000", "trainer.eval_tokens=16384",
          "trainer.eval_every=40", "trainer.log_every=40", "wandb.mode=offline"]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def end_head(proc: subprocess.Popen, temp_dir: str) -> None:
-    """End this head like `ray stop` would, but only this one: SIGTERM, by pid, every process that
-    carries its temp dir (GCS, raylet, dashboard, workers; they are not all in the process group of
-    `ray start`), SIGKILL after a grace period, and `ray start --block` itself (it only watches the
-    others, and outlives SIGTERM)."""
-    import psutil
-
-    procs = [p for p in processes_using(temp_dir) if p.pid != proc.pid]
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.terminate()
-    psutil.wait_procs(procs, timeout=5)
-    proc.kill()
-    proc.wait()  # reaps it; its children are reaped by init from here on
-    deadline = time.time() + 30
-    while (left := processes_using(temp_dir)) and time.time() < deadline:
-        for p in left:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        time.sleep(0.5)
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,10 +20,8 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import processes_using, FAKE_SECRETS, grep_tree
+from conftest import ACCESS_KEY_ID, BUCKET, FAKE_SECRETS, grep_tree, processes_using, s3fs_fresh
 
-BUCKET = "llm-ray-test"
-ACCESS_KEY_ID = "FAKEKEYID0LLMRAY0TEST"
 SECRETS = [FAKE_SECRETS["AWS_SECRET_ACCESS_KEY"], FAKE_SECRETS["WANDB_API_KEY"], ACCESS_KEY_ID]
 # The smoke preset cut to one budget and two sizes (33k and 87k parameters, 109 and 39 steps), one
 # cell at a time, so the kill lands after the first; cells on Ray Train workers (not in-process), so
@@ -33,51 +30,6 @@ SWEEP = ["sweep=smoke", "sweep.budgets=[5e10]", "sweep.sizes=[3.5e4,9e4]",
          "sweep.max_concurrent_trials=1", "sweep.train_in_process=false", "fit.n_bootstrap=20",
          "data.max_bytes=2000000", "trainer.eval_tokens=16384", "trainer.eval_every=40", "trainer.log_every=40",
          "trainer.checkpoint_every=50", "wandb.mode=offline"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server on 127.0.0.1 with a bucket (one per module)."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-           "AWS_SECRET_ACCESS_KEY": FAKE_SECRETS["AWS_SECRET_ACCESS_KEY"],
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": "us-east-1"}
-    boto3.client("s3", **{"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": "us-east-1",
-                          "aws_access_key_id": ACCESS_KEY_ID,
-                          "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"]}
-                 ).create_bucket(Bucket=BUCKET)
-    yield env
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_server, monkeypatch):
-    """The AWS environment pointing at the server: the only place credentials and endpoint come from."""
-    import s3fs
-
-    for k, v in s3_server.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    s3fs.S3FileSystem.clear_instance_cache()  # fsspec caches instances, not the environment
-    yield s3_server
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
-def s3fs_fresh():
-    import s3fs
-
-    return s3fs.S3FileSystem(skip_instance_cache=True)
 
 
 def objects(prefix: str = BUCKET) -> dict[str, dict]:
@@ -111,16 +63,16 @@ def test_ray_storage_filesystem_writes_multipart_where_s3fs_reads(s3, tmp_path):
 
 def test_token_shards_cached_on_s3_are_read_through_a_node_local_copy(s3, tmp_path):
     from llm_ray.core.config import DataConfig
-    from llm_ray.data import load_tokens, prepare_data
+    from llm_ray.data import load_split, prepare_data
 
     cfg = DataConfig(max_bytes=300_000, vocab_size=300)
     data = prepare_data(cfg, f"s3://{BUCKET}/runs/data-cache", log=lambda *a: None)
-    assert data.train_path.startswith(f"s3://{BUCKET}/runs/data-cache/")
+    assert data.manifest_path.startswith(f"s3://{BUCKET}/runs/data-cache/")
     local = tmp_path / "tokens"
-    tokens = load_tokens(data.train_path, data.dtype, local_cache=str(local))
-    assert len(tokens) == data.n_train_tokens and len(os.listdir(local)) == 1
-    again = load_tokens(data.train_path, data.dtype, local_cache=str(local))  # the copy, reused
-    assert again.filename == tokens.filename
+    tokens = load_split(data, "train", local_cache=str(local))
+    assert len(tokens) == data.n_train_tokens and len(os.listdir(local)) == len(tokens.parts)
+    again = load_split(data, "train", local_cache=str(local))  # the copies, reused
+    assert [p.filename for p in again.parts] == [p.filename for p in tokens.parts]
     assert prepare_data(cfg, f"s3://{BUCKET}/runs/data-cache", log=lambda *a: None) == data
 
 
@@ -197,7 +149,7 @@ def test_sweep_on_s3_killed_and_resumed_keeps_finished_cells_and_leaks_no_secret
     for name in ("plan.json", "results.parquet", "results.csv", "report.md", "fit.json"):
         assert f"{sweep_key}/{name}" in names, name
     assert any("/checkpoint_" in k for k in names), "no Ray checkpoint on S3"
-    assert [k for k in objects(f"{BUCKET}/runs/data-cache") if k.endswith("/train.bin")]
+    assert [k for k in objects(f"{BUCKET}/runs/data-cache") if "/train/" in k and k.endswith(".bin")]
     with s3fs_fresh().open(f"{sweep_key}/results.parquet", "rb") as f:
         df = pd.read_parquet(f)
     assert df["cell_id"].nunique() == 2 and set(df["status"]) == {"ok"}
@@ -208,7 +160,7 @@ def test_sweep_on_s3_killed_and_resumed_keeps_finished_cells_and_leaks_no_secret
     blobs = {k: s3fs_fresh().cat_file(k) for k in after}
     records = {k: b for k, b in blobs.items()
                if k.rsplit("/", 1)[-1] in ("result.json", "metrics.json", "plan.json", "results.csv",
-                                           "fit.json", "report.md", "meta.json")}
+                                           "fit.json", "report.md", "manifest.json")}
     assert len(records) >= 2 * 2 + 4
     for k, b in records.items():
         assert not [r for r in local_roots if r.encode() in b], (k, b[:2000])

@@ -13,6 +13,7 @@ Pure: no torch, Ray, Hydra or W&B here.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -77,21 +78,47 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Corpus -> tokenizer -> token shards."""
+    """Corpus -> tokenizer -> token shards (llm_ray.data)."""
 
     sources: list = field(default_factory=lambda: ["stdlib"])
-    """fsspec paths or globs of text files (local, file://, s3://, gs://, memory://).
-    The word `stdlib` means this machine's Python standard-library sources (no download)."""
+    """fsspec paths, globs or directories (local, file://, s3://, gs://, memory://). The format is
+    told by the extension: `.parquet` (a string column), `.jsonl` / `.ndjson` / `.json` (JSON Lines:
+    one object per line), each optionally `.gz` or `.zst`; anything else is text (one file = one
+    document, or several with `data.delimiter`). The word `stdlib` means this machine's Python
+    standard-library sources (no download)."""
     exclude_tests: bool = True
     """With `stdlib`, skip test folders (they hold much generated, repetitive text)."""
-    max_bytes: Optional[int] = 12_000_000
-    """Stop reading documents after this many bytes (None: read everything)."""
+    max_bytes: Optional[int] = None
+    """Cap on the corpus: files are taken in sorted order until this many bytes (as stored) are
+    reached, the file crossing it kept whole; the log says what it left out. None: every file."""
+    text_field: str = "text"
+    """The field (JSON Lines) or column (Parquet) that holds a record's text."""
+    delimiter: Optional[str] = None
+    """A regular expression splitting text files into documents (e.g. `\\n\\s*\\n` for blank
+    lines, for a book or a dump in one file). None: each text file is one document."""
+    invalid_utf8: str = "error"
+    """Bytes that are not UTF-8: `error` (stop, naming the file and the offset) or `replace`
+    (with U+FFFD). The `stdlib` corpus always replaces: its test folders hold deliberately
+    mis-encoded files."""
     vocab_size: int = 4096
     """Byte-level BPE vocabulary size (HF tokenizers)."""
+    tokenizer_sample_bytes: int = 64_000_000
+    """The BPE is trained on at most this many bytes of train documents: the first train documents
+    of every piece (`task_bytes`), an equal share each, so the same sample on every run and the
+    driver's memory bounded. A corpus smaller than this is used whole."""
     val_fraction: float = 0.05
     """Fraction of documents held out for validation (split by document, deterministic)."""
     token_dtype: str = "auto"
     """`uint16`, `uint32` or `auto` (uint16 when the vocabulary fits)."""
+    task_bytes: int = 16_000_000
+    """Bytes (as stored) per preparation task: consecutive files are grouped into pieces of about
+    this size, each read, split and encoded by one task; a larger file is a piece of its own."""
+    shard_tokens: int = 16_777_216
+    """Tokens per shard file (2**24: 32 MiB of uint16); a piece's last shard of a split is shorter."""
+    ray_min_bytes: int = 64_000_000
+    """Corpora at least this large (bytes as stored) are prepared by Ray Data tasks across the
+    cluster; smaller ones in the driver process by the same code, without Ray Data's start-up.
+    The shards are identical either way. 0: always Ray Data."""
     cache_dir: Optional[str] = None
     """Where tokenizers and token shards are cached (absolute path or fsspec URL).
     None: `<trainer.storage_path>/data-cache`."""
@@ -111,8 +138,29 @@ class DataConfig:
                  f"data.val_fraction={self.val_fraction} must be in (0, 0.5).")
         _require(self.max_bytes is None or self.max_bytes > 0,
                  f"data.max_bytes={self.max_bytes} must be positive (or null for all).")
+        _require(bool(self.text_field), "data.text_field is empty: name the field/column holding the text.")
+        _require(self.invalid_utf8 in ("error", "replace"),
+                 f"data.invalid_utf8={self.invalid_utf8!r}: use error or replace.")
+        for name in ("tokenizer_sample_bytes", "task_bytes", "shard_tokens"):
+            _require(getattr(self, name) > 0, f"data.{name}={getattr(self, name)} must be positive.")
+        _require(self.ray_min_bytes >= 0, f"data.ray_min_bytes={self.ray_min_bytes} must be >= 0.")
+        _check_delimiter(self.delimiter)
         _require(self.cache_dir is None or not is_relative_local_path(self.cache_dir),
                  f"data.cache_dir={self.cache_dir!r} is relative: give an absolute path or a URI.")
+
+
+def _check_delimiter(delimiter: Optional[str]) -> None:
+    if delimiter is None:
+        return
+    try:
+        pattern = re.compile(delimiter)
+    except re.error as err:
+        raise ValueError(f"data.delimiter={delimiter!r} is not a regular expression ({err}).") from None
+    _require(delimiter != "" and pattern.match("") is None,
+             f"data.delimiter={delimiter!r} matches the empty string: give a pattern that needs at "
+             f"least one character, e.g. '\\n\\s*\\n' (blank lines).")
+    _require(pattern.groups == 0,
+             f"data.delimiter={delimiter!r} has a capturing group: write (?:...) instead.")
 
 
 @dataclass

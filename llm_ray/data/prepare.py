@@ -1,30 +1,32 @@
-"""Corpus -> byte-level BPE tokenizer -> flat token shards -> deterministic batches.
+"""Corpus -> byte-level BPE tokenizer -> token shards, once per content (the driver's side).
 
-`prepare_data` runs once on the driver. It reads the documents named by `DataConfig.sources`
-(fsspec paths or globs, or the word `stdlib`: this machine's Python standard-library sources,
-real text that needs no download), splits them by document into train/val, trains a byte-level
-BPE on the train documents only, and writes
+`prepare_data` lists the files named by `DataConfig.sources` (fsspec paths, globs, directories, or
+the word `stdlib`: this machine's Python standard-library sources, real text that needs no
+download), groups them into pieces (`llm_ray.data.sources`), and writes
 
-    <cache_dir>/<key>/{tokenizer.json, train.bin, val.bin, meta.json}
+    <cache_dir>/<key>/tokenizer.json        trained on a bounded sample of train documents
+    <cache_dir>/<key>/{train,val}/*.bin     token shards (llm_ray.data.encode), one task per piece
+    <cache_dir>/<key>/pieces/*.json         one per piece, written after its shards
+    <cache_dir>/<key>/manifest.json         written last: the entry is complete
 
 where `key` hashes the source files' (name, size, mtime/ETag), every DataConfig field that changes
-the output and `FORMAT_VERSION`. The `.bin` files are raw uint16/uint32 arrays (documents joined by
-`<|endoftext|>`) that workers memory-map. meta.json is written last and atomically: an entry
-without it is a crashed build and is rebuilt, never read.
+the output and `FORMAT_VERSION`. An entry without manifest.json is an interrupted preparation: it
+is never read; the next run with the same key resumes it (keeping its tokenizer and every finished
+piece) or, when nothing usable was left, rebuilds it, and says which. The pieces run in this
+process for a small corpus and as Ray Data tasks across the cluster for a large one
+(`data.ray_min_bytes`); either way the driver holds one piece's record at a time, never the corpus.
 
-Batches are a pure function of (seed, step, rank, micro), so a run resumed from a checkpoint sees
-exactly the batches an uninterrupted run would. No torch or Ray here: this module is imported by
-the driver before any worker exists.
+No torch here; Ray only inside `llm_ray.data.pipeline`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import sysconfig
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable, Optional
 
 import fsspec
@@ -33,19 +35,19 @@ import tokenizers
 from fsspec.implementations.local import LocalFileSystem
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from llm_ray.data.corpora import corpus_dir, is_corpus
+from llm_ray.data.encode import EOT, SPLITS, encode_piece, marker_path, sample_piece, utf8_len
+from llm_ray.data.pipeline import run_pieces
+from llm_ray.data.sources import (CorpusError, Piece, ReadOptions, SourceFile, list_sources,
+                                  patterns, plan_pieces, select, split_overrides)
 from llm_ray.io import storage
 
-FORMAT_VERSION = 1
-"""Bump when the on-disk layout or the tokenization recipe changes: old cache entries are ignored."""
-STDLIB = "stdlib"
-EOT = "<|endoftext|>"
-_TEST_DIRS = {"test", "tests", "idle_test"}
-_NOT_STDLIB_DIRS = {"site-packages", "dist-packages", "__pycache__"}
-# Fields of fsspec's info() that change when a file's content does (local, S3, GCS, memory).
-_STAMP_KEYS = ("mtime", "ETag", "etag", "md5Hash", "crc32c", "generation", "checksum",
-               "LastModified", "updated", "created")
-_ENCODE_CHUNK_BYTES = 32_000_000
+FORMAT_VERSION = 2
+"""Bump when the on-disk layout or the tokenization recipe changes: old cache entries are ignored.
+2: sharded splits, a manifest, EOT after every document, a tokenizer trained on a bounded sample."""
+_PROGRESS_EVERY_S = 10.0
+# DataConfig fields that change what an entry holds (the executor, data.ray_min_bytes, does not).
+_KEY_FIELDS = ("exclude_tests", "max_bytes", "text_field", "delimiter", "invalid_utf8", "vocab_size",
+               "tokenizer_sample_bytes", "val_fraction", "task_bytes", "shard_tokens", "seed")
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,7 @@ class PreparedData:
     root: str
     key: str
     tokenizer_path: str
-    train_path: str
-    val_path: str
+    manifest_path: str
     dtype: str
     vocab_size: int
     n_train_tokens: int
@@ -72,129 +73,29 @@ class PreparedData:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
 
-@dataclass(frozen=True)
-class _File:
-    name: str      # stable id used for sorting and the split: a URL, a local path, or stdlib/<rel>
+@dataclass
+class _Entry:
+    """Where an entry lives: its URL (plain path when local), filesystem and path on it."""
+
+    root: str
+    key: str
     fs: Any
     path: str
-    size: int
-    stamp: str
+
+    def url(self, rel: str) -> str:
+        return storage.join(self.root, rel)
+
+    def listing(self) -> dict[str, int]:
+        """Relative path -> size of every file in the entry (one listing, not one request per file)."""
+        if not self.fs.exists(self.path):
+            return {}
+        found = self.fs.find(self.path, detail=True)
+        return {p[len(self.path.rstrip("/")) + 1:]: int(i.get("size") or 0) for p, i in found.items()
+                if i.get("type", "file") == "file"}
 
 
 # --------------------------------------------------------------------------------------------
-# Sources
-# --------------------------------------------------------------------------------------------
-
-def stdlib_text_files(exclude_tests: bool = True) -> list[str]:
-    """Sorted `.py` files of this interpreter's standard library, without site-packages (and
-    without test folders, whose generated, repetitive text would skew a small corpus)."""
-    root = sysconfig.get_paths()["stdlib"]
-    out = []
-    for d, dirs, files in os.walk(root):
-        dirs[:] = [x for x in dirs
-                   if x not in _NOT_STDLIB_DIRS and not (exclude_tests and x in _TEST_DIRS)]
-        out += [os.path.join(d, f) for f in files if f.endswith(".py")]
-    return sorted(out)
-
-
-def file_stamp(fs, path: str, info: dict) -> str:
-    """What changes when a file's content does (mtime, ETag, checksum...), from fsspec's info()."""
-    stamp = "|".join(f"{k}={info[k]}" for k in _STAMP_KEYS if info.get(k) is not None)
-    return stamp or str(fs.ukey(path))
-
-
-def _patterns(cfg) -> list[str]:
-    return [cfg.sources] if isinstance(cfg.sources, str) else [str(s) for s in cfg.sources]
-
-
-def _list_sources(cfg) -> list[_File]:
-    """Every file the patterns match, sorted by name and de-duplicated (no content is read)."""
-    found: dict[str, _File] = {}
-    for pattern in _patterns(cfg):
-        matched: list[_File] = []
-        if pattern == STDLIB or is_corpus(pattern):
-            root, paths = _named_source(pattern, cfg)
-            local = fsspec.filesystem("file")
-            for p in paths:
-                st = os.stat(p)
-                name = f"{pattern}/" + os.path.relpath(p, root).replace(os.sep, "/")
-                matched.append(_File(name, local, p, st.st_size, f"mtime_ns={st.st_mtime_ns}"))
-        else:
-            url = os.path.expanduser(pattern) if "://" not in pattern else pattern
-            fs, path = fsspec.core.url_to_fs(url)
-            matches = fs.glob(path, detail=True)
-            for p, info in list(matches.items()):
-                if info.get("type") == "directory":  # a directory means every file under it
-                    matches.pop(p)
-                    matches.update(fs.find(p, detail=True))
-            for p, info in matches.items():
-                if info.get("type", "file") != "file":
-                    continue
-                name = p if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(p)
-                matched.append(_File(name, fs, p, int(info.get("size") or 0), file_stamp(fs, p, info)))
-        if not matched:
-            raise ValueError(
-                f"data.sources: {pattern!r} matches no file. Fix the path or glob (absolute, "
-                f"e.g. '/data/corpus/*.txt', 's3://bucket/corpus/**/*.txt'; check credentials "
-                f"for remote URLs), or use data.sources='[stdlib]'.")
-        found.update((f.name, f) for f in matched)
-    return [found[k] for k in sorted(found)]
-
-
-def _named_source(word: str, cfg) -> tuple[str, list[str]]:
-    """(root, sorted files) of a source word: `stdlib`, or a corpus shipped in a package
-    (llm_ray.data.corpora, e.g. `peoples_daily`). Documents are named `<word>/<path under root>`."""
-    if word == STDLIB:
-        return sysconfig.get_paths()["stdlib"], stdlib_text_files(cfg.exclude_tests)
-    root = corpus_dir(word)
-    return root, sorted(os.path.join(root, f) for f in os.listdir(root))
-
-
-def _select(files: list[_File], max_bytes: Optional[int]) -> list[_File]:
-    """Files in order until `max_bytes` is reached (the file crossing it is kept whole)."""
-    out, total = [], 0
-    for f in files:
-        if max_bytes is not None and total >= max_bytes:
-            break
-        if f.size > 0:  # empty files (e.g. many __init__.py) are not documents
-            out.append(f)
-            total += f.size
-    return out
-
-
-def _read(files: list[_File]) -> list[str]:
-    """File contents as text, in order; async filesystems (S3, GCS) fetch concurrently."""
-    blobs: dict[tuple[int, str], bytes] = {}
-    groups: dict[int, tuple[Any, list[str]]] = {}
-    for f in files:
-        groups.setdefault(id(f.fs), (f.fs, []))[1].append(f.path)
-    for fs, paths in groups.values():
-        got = fs.cat(paths) if getattr(fs, "async_impl", False) else {}
-        for p in paths:
-            blobs[(id(fs), p)] = got[p] if p in got else fs.cat_file(p)
-    return [blobs[(id(f.fs), f.path)].decode("utf-8", errors="replace") for f in files]
-
-
-def _split(names: list[str], seed: int, val_fraction: float) -> list[bool]:
-    """is_val per document: sha256(seed, name) as a number in [0, 1) below val_fraction.
-
-    Stable across machines and Python versions (unlike hash()); the name of a stdlib file is
-    relative to the stdlib root. Equivalent formulation: the documents with the smallest hashes
-    are held out; their count is clipped to [1, n-1] so that neither split is empty.
-    """
-    if len(names) < 2:
-        raise ValueError(
-            f"data.sources: found {len(names)} non-empty document(s); the train/val split is by "
-            f"document and needs at least 2. Add files, or split the text into several files.")
-    u = [int.from_bytes(hashlib.sha256(f"{seed}\0{n}".encode()).digest()[:8], "big") / 2.0**64
-         for n in names]
-    n_val = min(max(sum(x < val_fraction for x in u), 1), len(names) - 1)
-    val = set(sorted(range(len(names)), key=lambda i: (u[i], names[i]))[:n_val])
-    return [i in val for i in range(len(names))]
-
-
-# --------------------------------------------------------------------------------------------
-# Tokenizer and shards
+# Tokenizer
 # --------------------------------------------------------------------------------------------
 
 def _resolve_dtype(cfg) -> str:
@@ -203,7 +104,7 @@ def _resolve_dtype(cfg) -> str:
     return cfg.token_dtype
 
 
-def _train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
+def _train_tokenizer(texts: list[str], vocab_size: int, sample_bytes: int) -> Tokenizer:
     """GPT-2 style byte-level BPE: any text encodes (no unknown token) and decodes back exactly."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -212,117 +113,303 @@ def _train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer, length=len(texts))
     if tok.get_vocab_size() != vocab_size:
-        raise ValueError(
+        raise CorpusError(
             f"data.vocab_size={vocab_size}: BPE found only {tok.get_vocab_size()} tokens in the "
-            f"train documents (the corpus is too small for that many merges). Lower "
-            f"data.vocab_size to at most {tok.get_vocab_size()} or add text (data.sources, "
-            f"data.max_bytes).")
+            f"tokenizer sample ({len(texts)} train documents, {sample_bytes / 1e6:.1f} MB; the text "
+            f"is too small for that many merges). Lower data.vocab_size to at most "
+            f"{tok.get_vocab_size()}, or add text (data.sources, data.max_bytes, "
+            f"data.tokenizer_sample_bytes).")
     return tok
 
 
-def _encode(tok: Tokenizer, texts: list[str], dtype: str) -> np.ndarray:
-    """One flat array: doc0 EOT doc1 EOT ... docN (encoded in chunks to bound memory)."""
-    eot = tok.token_to_id(EOT)
-    parts: list[np.ndarray] = []
-    i = 0
-    while i < len(texts):
-        j, size = i, 0
-        while j < len(texts) and (j == i or size < _ENCODE_CHUNK_BYTES):
-            size += len(texts[j])
-            j += 1
-        for k, enc in enumerate(tok.encode_batch_fast(texts[i:j], add_special_tokens=False)):
-            if i + k:
-                parts.append(np.array([eot], dtype=dtype))
-            parts.append(np.asarray(enc.ids, dtype=dtype))
-        i = j
-    return np.concatenate(parts)
+def _sample_and_train(cfg, pieces: list[Piece], opts: ReadOptions, run,
+                      log) -> tuple[Tokenizer, ReadOptions, dict]:
+    """Every piece's first train documents (an equal share of data.tokenizer_sample_bytes each),
+    in piece order, then the BPE trained on them. Fails early on an empty corpus; keeps a small
+    corpus's splits non-empty (the options returned carry that for the encoding)."""
+    kwargs = {"opts": opts, "budget": math.ceil(cfg.tokenizer_sample_bytes / len(pieces))}
+    t0 = time.perf_counter()
+    results = sorted(run(sample_piece, kwargs, pieces), key=lambda r: r["piece"])
+    seen = {s: sum(r["docs"][s] for r in results) for s in SPLITS}
+    complete = all(r["complete"] for r in results)
+    _check_documents(seen, complete, cfg)
+    overrides = _overrides(results, seen, cfg, log) if complete else ()
+    if overrides:  # read the (small) corpus again with the document moved
+        opts = replace(opts, overrides=overrides)
+        results = sorted(run(sample_piece, {**kwargs, "opts": opts}, pieces), key=lambda r: r["piece"])
+    texts = [t for r in results for t in r["texts"]]
+    n_bytes = sum(utf8_len(t) for t in texts)
+    t1 = time.perf_counter()
+    tok = _train_tokenizer(texts, cfg.vocab_size, n_bytes)
+    info = {"sample_docs": len(texts), "sample_bytes": n_bytes, "whole_train_split": complete,
+            "sample_s": round(t1 - t0, 2), "bpe_s": round(time.perf_counter() - t1, 2)}
+    return tok, opts, info
 
 
-def _cache_key(cfg, files: list[_File], dtype: str) -> str:
+def _overrides(results: list[dict], seen: dict, cfg, log) -> tuple:
+    """The split's overrides for a corpus the sample read whole (see sources.split_overrides)."""
+    overrides = split_overrides(seen["train"] + seen["val"], seen["val"],
+                                min(tuple(r["lowest"]) for r in results),
+                                max(tuple(r["highest"]) for r in results))
+    for doc, val in overrides:
+        log(f"data: no document fell in the {'val' if val else 'train'} split "
+            f"(data.val_fraction={cfg.val_fraction}); {doc} goes there, so neither is empty")
+    return overrides
+
+
+def _check_documents(docs: dict, complete: bool, cfg) -> None:
+    """An empty corpus or split is the user's to fix (known early when the sample read it all)."""
+    if docs["train"] + docs["val"] == 0:
+        raise CorpusError(
+            f"data.sources: no documents in {patterns(cfg)} after filtering (empty files, empty "
+            f"texts{', data.max_bytes' if cfg.max_bytes else ''}): point data.sources at text.")
+    if not complete:
+        return
+    if docs["train"] + docs["val"] < 2:
+        raise CorpusError(
+            f"data.sources: found {docs['train'] + docs['val']} document; the train/val split is by "
+            f"document and needs at least 2. Add files, or split a large file into documents with "
+            f"data.delimiter (e.g. '\\n\\s*\\n' for blank lines).")
+
+
+def _check_splits(docs: dict, cfg) -> None:
+    """After encoding a corpus too large to be sampled whole (its splits were not clipped)."""
+    for split, other in (("val", "train"), ("train", "val")):
+        if docs[split] == 0:
+            raise CorpusError(
+                f"data.val_fraction={cfg.val_fraction}: all {docs[other]} documents fell in the "
+                f"{other} split and none in {split}. Use more, smaller documents (data.delimiter) "
+                f"or change data.val_fraction or data.seed.")
+
+
+# --------------------------------------------------------------------------------------------
+# Cache entry
+# --------------------------------------------------------------------------------------------
+
+def _cache_key(cfg, files: list[SourceFile], dtype: str) -> str:
     blob = json.dumps({
         "format": FORMAT_VERSION, "tokenizers": tokenizers.__version__,
-        "files": [(f.name, f.size, f.stamp) for f in files],
-        "exclude_tests": bool(cfg.exclude_tests), "max_bytes": cfg.max_bytes,
-        "vocab_size": int(cfg.vocab_size), "val_fraction": float(cfg.val_fraction),
-        "dtype": dtype, "seed": int(cfg.seed),
+        "files": [(f.name, f.size, f.stamp) for f in files], "dtype": dtype,
+        **{k: getattr(cfg, k) for k in _KEY_FIELDS},
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def _entry(root: str, key: str, meta: dict) -> PreparedData:
+def _entry_for(cache_dir: str, key: str) -> _Entry:
+    if "://" not in cache_dir:
+        cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
+    root = f"{cache_dir.rstrip('/')}/{key}"
+    fs, path = fsspec.core.url_to_fs(root)
+    return _Entry(path if isinstance(fs, LocalFileSystem) else root, key, fs, path)
+
+
+def _from_manifest(entry: _Entry, m: dict) -> PreparedData:
     return PreparedData(
-        root=root, key=key, tokenizer_path=f"{root}/tokenizer.json", train_path=f"{root}/train.bin",
-        val_path=f"{root}/val.bin", dtype=meta["dtype"], vocab_size=meta["vocab_size"],
-        n_train_tokens=meta["n_train_tokens"], n_val_tokens=meta["n_val_tokens"],
-        n_train_docs=meta["n_train_docs"], n_val_docs=meta["n_val_docs"])
+        root=entry.root, key=entry.key, tokenizer_path=entry.url("tokenizer.json"),
+        manifest_path=entry.url("manifest.json"), dtype=m["dtype"], vocab_size=m["vocab_size"],
+        n_train_tokens=m["splits"]["train"]["tokens"], n_val_tokens=m["splits"]["val"]["tokens"],
+        n_train_docs=m["splits"]["train"]["docs"], n_val_docs=m["splits"]["val"]["docs"])
 
 
-def _cached(fs, root_path: str, root: str, key: str) -> Optional[PreparedData]:
-    """The entry if meta.json exists and the shards have the sizes it records, else None."""
+def _shards_intact(listing: dict[str, int], splits: dict, itemsize: int) -> bool:
+    return all(listing.get(s["path"]) == s["tokens"] * itemsize
+               for split in splits.values() for s in split["shards"])
+
+
+def _cached(entry: _Entry) -> Optional[PreparedData]:
+    """The entry if its manifest exists and every shard it lists has the size it records."""
+    listing = entry.listing()
+    if "manifest.json" not in listing or "tokenizer.json" not in listing:
+        return None
     try:
-        meta = json.loads(fs.cat_file(f"{root_path}/meta.json"))
-        size = np.dtype(meta["dtype"]).itemsize
-        if (fs.size(f"{root_path}/train.bin") != meta["n_train_tokens"] * size
-                or fs.size(f"{root_path}/val.bin") != meta["n_val_tokens"] * size
-                or not fs.exists(f"{root_path}/tokenizer.json")):
+        m = json.loads(entry.fs.cat_file(f"{entry.path}/manifest.json"))
+        if m.get("format") != FORMAT_VERSION or not _shards_intact(listing, m["splits"],
+                                                                   np.dtype(m["dtype"]).itemsize):
             return None
     except (FileNotFoundError, KeyError, ValueError):
         return None
-    return _entry(root, key, meta)
+    return _from_manifest(entry, m)
 
 
-def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print) -> PreparedData:
-    """Build (or find) the cache entry for `cfg` under `cache_dir` (local path or fsspec URL).
+@dataclass
+class _Earlier:
+    """What an interrupted run left in an entry: its tokenizer and its finished, intact pieces."""
 
-    Idempotent: a hit costs a listing of the sources and a read of meta.json. Concurrent callers
+    tokenizer_json: Optional[str]
+    done: dict
+    n_files: int
+    stale_manifest: bool
+    overrides: tuple = ()
+
+    def describe(self, root: str, n_pieces: int, where: str) -> str:
+        if self.tokenizer_json is None:
+            verb = (f"rebuilding {root} (an interrupted run left {self.n_files} files but no "
+                    f"tokenizer)" if self.n_files else f"building {root}")
+            return f"{verb}: {n_pieces} piece{'s' * (n_pieces != 1)}, in {where}"
+        why = " (its manifest no longer matched its shards)" if self.stale_manifest else ""
+        return (f"resuming {root}{why}: {len(self.done)} of {n_pieces} pieces finished by an "
+                f"interrupted run kept, with its tokenizer; encoding {n_pieces - len(self.done)} "
+                f"in {where}")
+
+
+def _earlier_attempt(entry: _Entry, pieces: list[Piece], itemsize: int) -> _Earlier:
+    """Finished pieces whose shards are intact, and the tokenizer they were encoded with (none:
+    nothing can be kept, the entry is rebuilt)."""
+    listing = entry.listing()
+    stale = "manifest.json" in listing
+    if stale:  # a manifest whose shards no longer match is not valid any more
+        entry.fs.rm_file(f"{entry.path}/manifest.json")
+    if "tokenizer.json" not in listing or "split.json" not in listing:
+        return _Earlier(None, {}, len(listing), stale)
+    tokenizer_json = entry.fs.cat_file(f"{entry.path}/tokenizer.json").decode()
+    overrides = tuple(map(tuple, json.loads(entry.fs.cat_file(f"{entry.path}/split.json"))["overrides"]))
+    names = [marker_path(p.index) for p in pieces if marker_path(p.index) in listing]
+    blobs = entry.fs.cat([f"{entry.path}/{n}" for n in names]) if names else {}
+    done = {}
+    for blob in blobs.values():
+        record = json.loads(blob)
+        if _shards_intact(listing, record["splits"], itemsize):
+            done[record["piece"]] = record
+    return _Earlier(tokenizer_json, done, len(listing), stale, overrides)
+
+
+def _log_selection(cfg, kept: list[SourceFile], left: list[SourceFile], log) -> None:
+    n_bytes = sum(f.size for f in kept)
+    formats = sorted({f.format + (f".{f.compression}" if f.compression else "") for f in kept})
+    log(f"data: {len(kept)} files ({n_bytes / 1e6:.1f} MB, {', '.join(formats)}) from {patterns(cfg)}")
+    if left:
+        log(f"data: data.max_bytes={cfg.max_bytes:,} left out {len(left)} of {len(kept) + len(left)} "
+            f"files ({sum(f.size for f in left) / 1e6:.1f} MB, from {left[0].name}); "
+            f"data.max_bytes=null reads them all")
+
+
+# --------------------------------------------------------------------------------------------
+# Preparation
+# --------------------------------------------------------------------------------------------
+
+class _Progress:
+    """Documents, bytes and tokens done, throughput and ETA, logged every few seconds."""
+
+    def __init__(self, pieces: list[Piece], done: dict, log):
+        self.total_stored = sum(p.stored_bytes for p in pieces)
+        self.n_pieces, self.log = len(pieces), log
+        self.stored = self.docs = self.text = self.tokens = 0
+        self.pieces, self.todo_stored = 0, sum(p.stored_bytes for p in pieces if p.index not in done)
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, record: dict) -> None:
+        self.pieces += 1
+        self.stored += record["stored_bytes"]
+        for s in record["splits"].values():
+            self.docs += s["docs"]
+            self.text += s["text_bytes"]
+            self.tokens += s["tokens"]
+        now = time.perf_counter()
+        if now - self.last >= _PROGRESS_EVERY_S or self.stored == self.todo_stored:
+            self.last = now
+            self.log(self.line(now - self.t0))
+
+    def line(self, dt: float) -> str:
+        rate = self.stored / max(dt, 1e-9)
+        eta = (self.todo_stored - self.stored) / rate if rate else float("inf")
+        return (f"data: encoded {self.pieces}/{self.n_pieces} pieces: {self.docs:,} documents, "
+                f"{self.text / 1e6:,.1f} MB of text, {self.tokens:,} tokens in {dt:.1f} s "
+                f"({self.text / 1e6 / max(dt, 1e-9):.1f} MB/s), ETA {eta:.0f} s")
+
+
+def _encode_all(entry: _Entry, pieces: list[Piece], done: dict, kwargs: dict, run, log) -> list[dict]:
+    todo = [p for p in pieces if p.index not in done]
+    progress = _Progress(pieces, done, log)
+    records = dict(done)
+    for record in run(encode_piece, {**kwargs, "root": entry.root}, todo):
+        records[record["piece"]] = record
+        progress.update(record)
+    return [records[p.index] for p in pieces]
+
+
+def _manifest(cfg, entry: _Entry, tok: Tokenizer, dtype: str, records: list[dict], files: list[SourceFile],
+              info: dict) -> dict:
+    splits = {}
+    for s in SPLITS:
+        shards = [x for r in records for x in r["splits"][s]["shards"]]
+        splits[s] = {"docs": sum(r["splits"][s]["docs"] for r in records),
+                     "text_bytes": sum(r["splits"][s]["text_bytes"] for r in records),
+                     "tokens": sum(x["tokens"] for x in shards), "shards": shards}
+    _check_splits({s: splits[s]["docs"] for s in SPLITS}, cfg)
+    return {
+        "format": FORMAT_VERSION, "key": entry.key, "dtype": dtype, "vocab_size": tok.get_vocab_size(),
+        "eot_id": tok.token_to_id(EOT), "tokenizers": tokenizers.__version__, "splits": splits,
+        "n_bytes": sum(f.size for f in files),
+        "sources": {"patterns": patterns(cfg), "n_files": len(files), "first": files[0].name,
+                    "last": files[-1].name},
+        "pieces": [{"piece": r["piece"], "files": r["files"], "stored_bytes": r["stored_bytes"],
+                    "node": r.get("node"), "seconds": r["seconds"]} for r in records],
+        "config": {k: getattr(cfg, k) for k in (*_KEY_FIELDS, "token_dtype")},
+        "build": info,
+    }
+
+
+def _runner(use_ray: bool, start_ray):
+    return lambda fn, kwargs, pieces: run_pieces(fn, pieces, kwargs, use_ray=use_ray, start_ray=start_ray)
+
+
+def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print,
+                 start_ray: Optional[Callable[[], None]] = None) -> PreparedData:
+    """Build (or find, or finish) the cache entry for `cfg` under `cache_dir` (path or fsspec URL).
+
+    Idempotent: a hit costs a listing of the sources and of the entry. `start_ray` starts Ray when
+    a large corpus needs Ray Data and none is running (default: `ray.init()`). Concurrent callers
     with the same key may both build; they write identical files, each moved into place atomically.
     """
     t0 = time.perf_counter()
     dtype = _resolve_dtype(cfg)
-    files = _select(_list_sources(cfg), cfg.max_bytes)
-    key = _cache_key(cfg, files, dtype)
-    if "://" not in cache_dir:
-        cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
-    root = f"{cache_dir.rstrip('/')}/{key}"
-    fs, root_path = fsspec.core.url_to_fs(root)
-    if isinstance(fs, LocalFileSystem):
-        root = root_path
-    hit = _cached(fs, root_path, root, key)
+    files, left = select(list_sources(cfg), cfg.max_bytes)
+    _log_selection(cfg, files, left, log)
+    if not files:
+        _check_documents({"train": 0, "val": 0}, True, cfg)
+    entry = _entry_for(cache_dir, _cache_key(cfg, files, dtype))
+    hit = _cached(entry)
     if hit is not None:
-        log(f"data: cache hit {root} ({hit.n_train_tokens:,} train / {hit.n_val_tokens:,} val "
+        log(f"data: cache hit {entry.root} ({hit.n_train_tokens:,} train / {hit.n_val_tokens:,} val "
             f"tokens, {time.perf_counter() - t0:.2f} s)")
         return hit
 
+    pieces = plan_pieces(files, cfg.task_bytes)
     n_bytes = sum(f.size for f in files)
-    log(f"data: reading {len(files)} documents ({n_bytes / 1e6:.1f} MB) from {_patterns(cfg)}")
-    texts = _read(files)
-    is_val = _split([f.name for f in files], cfg.seed, cfg.val_fraction)
-    train = [t for t, v in zip(texts, is_val) if not v]
-    val = [t for t, v in zip(texts, is_val) if v]
-    log(f"data: training byte-level BPE (vocab {cfg.vocab_size}) on {len(train)} train documents "
-        f"({len(val)} held out)")
-    t1 = time.perf_counter()
-    tok = _train_tokenizer(train, cfg.vocab_size)
-    log(f"data: BPE trained in {time.perf_counter() - t1:.1f} s; encoding")
-    t1 = time.perf_counter()
-    train_ids, val_ids = _encode(tok, train, dtype), _encode(tok, val, dtype)
-    log(f"data: encoded in {time.perf_counter() - t1:.1f} s")
+    use_ray = n_bytes >= cfg.ray_min_bytes
+    earlier = _earlier_attempt(entry, pieces, np.dtype(dtype).itemsize)
+    where = ("Ray Data tasks across the cluster" if use_ray else
+             f"this process ({n_bytes / 1e6:.1f} MB < data.ray_min_bytes={cfg.ray_min_bytes / 1e6:g} MB)")
+    log(f"data: {earlier.describe(entry.root, len(pieces), where)}")
+    info = {"executor": "ray_data" if use_ray else "driver", "resumed_pieces": len(earlier.done)}
+    return _build(cfg, entry, pieces, files, dtype, earlier, info, _runner(use_ray, start_ray), log, t0)
 
-    fs.makedirs(root_path, exist_ok=True)
-    storage.write_bytes_atomic(f"{root}/tokenizer.json", tok.to_str().encode())
-    storage.write_bytes_atomic(f"{root}/train.bin", memoryview(train_ids).cast("B"))
-    storage.write_bytes_atomic(f"{root}/val.bin", memoryview(val_ids).cast("B"))
-    meta = {
-        "format": FORMAT_VERSION, "key": key, "dtype": dtype, "vocab_size": tok.get_vocab_size(),
-        "eot_id": tok.token_to_id(EOT), "n_train_tokens": int(train_ids.size),
-        "n_val_tokens": int(val_ids.size), "n_train_docs": len(train), "n_val_docs": len(val),
-        "n_bytes": n_bytes, "tokenizers": tokenizers.__version__,
-        "sources": {"patterns": _patterns(cfg), "n_files": len(files),
-                    "first": files[0].name, "last": files[-1].name},
-        "config": {k: getattr(cfg, k) for k in ("exclude_tests", "max_bytes", "vocab_size",
-                                                 "val_fraction", "token_dtype", "seed")},
-    }
-    storage.write_bytes_atomic(f"{root}/meta.json", json.dumps(meta, indent=2).encode())
-    log(f"data: wrote {root} in {time.perf_counter() - t0:.1f} s: {train_ids.size:,} train / "
-        f"{val_ids.size:,} val tokens ({dtype})")
-    return _entry(root, key, meta)
+
+def _build(cfg, entry: _Entry, pieces: list[Piece], files: list[SourceFile], dtype: str,
+           earlier: _Earlier, info: dict, run, log, t0: float) -> PreparedData:
+    """Tokenizer (unless an interrupted run left one), the pieces not done yet, then the manifest."""
+    opts = replace(ReadOptions.of(cfg), overrides=earlier.overrides)
+    tokenizer_json = earlier.tokenizer_json
+    if tokenizer_json is None:
+        tok, opts, sample = _sample_and_train(cfg, pieces, opts, run, log)
+        info.update(sample)
+        log(f"data: BPE (vocab {cfg.vocab_size}) trained in {sample['bpe_s']:.1f} s on "
+            f"{sample['sample_docs']:,} train documents ({sample['sample_bytes'] / 1e6:.1f} MB"
+            f"{', every train document' if sample['whole_train_split'] else ', a sample'})")
+        tokenizer_json = tok.to_str()
+        # The split's overrides first: an entry with a tokenizer has them (see _earlier_attempt).
+        storage.write_json(entry.url("split.json"), {"overrides": list(opts.overrides)})
+        storage.write_bytes_atomic(entry.url("tokenizer.json"), tokenizer_json.encode())
+    tok = Tokenizer.from_str(tokenizer_json)
+    t1 = time.perf_counter()
+    kwargs = {"opts": opts, "tokenizer_json": tokenizer_json, "dtype": dtype,
+              "shard_tokens": cfg.shard_tokens}
+    records = _encode_all(entry, pieces, earlier.done, kwargs, run, log)
+    info.update(encode_s=round(time.perf_counter() - t1, 2), total_s=round(time.perf_counter() - t0, 2),
+                nodes=sorted({r.get("node") for r in records if r.get("node")}))
+    manifest = _manifest(cfg, entry, tok, dtype, records, files, info)
+    storage.write_json(entry.url("manifest.json"), manifest)
+    data = _from_manifest(entry, manifest)
+    log(f"data: wrote {entry.root} in {time.perf_counter() - t0:.1f} s: {data.n_train_tokens:,} train / "
+        f"{data.n_val_tokens:,} val tokens ({dtype}, {data.n_train_docs + data.n_val_docs:,} documents)")
+    return data

@@ -9,8 +9,6 @@ import numpy as np
 
 from llm_ray.data.prepare import PreparedData
 
-
-
 def check_fits(data: PreparedData, seq_len: int, eval_tokens: int) -> None:
     """Fail on the driver, before Ray starts, when a split is too short for the run."""
     if data.n_train_tokens < seq_len + 1:
@@ -54,5 +52,5 @@ def val_windows(tokens: np.ndarray, seq_len: int, eval_tokens: int) -> tuple[np.
             f"{max(n, 1) * seq_len + 1} validation tokens; the val split has {len(tokens)}: lower "
             f"trainer.eval_tokens or add text.")
     starts = np.linspace(0, len(tokens) - seq_len - 1, n).astype(np.int64)  # gaps >= seq_len: disjoint
-    w = np.asarray(tokens)[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
+    w = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
     return np.ascontiguousarray(w[:, :-1]), np.ascontiguousarray(w[:, 1:])

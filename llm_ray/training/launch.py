@@ -149,10 +149,11 @@ def start_local_cluster(job: TrainJobConfig, env_vars: dict) -> None:
 
 
 def prepare(job: TrainJobConfig, log=print):
-    """Tokenize the corpus on the driver (once; cached by content) and check the run fits it."""
+    """Tokenize the corpus (once; cached by content; a large one by Ray Data tasks on the cluster
+    this job's Ray joins or starts) and check the run fits it."""
     from llm_ray.data import check_fits, prepare_data
 
-    data = prepare_data(job.data, job.data.cache_dir, log=log)
+    data = prepare_data(job.data, job.data.cache_dir, log=log, start_ray=lambda: init_ray(job))
     check_fits(data, job.model.seq_len, job.trainer.eval_tokens)
     return data
 

@@ -50,7 +50,7 @@ class WorkerRun:
     def __init__(self, spec):
         import ray.train
 
-        from llm_ray.data import load_tokens, val_windows
+        from llm_ray.data import load_split, val_windows
         from llm_ray.training import engine as ds
         from llm_ray.training.model import Transformer
 
@@ -84,8 +84,8 @@ class WorkerRun:
 
         self.start_step, self.history, self.resumed_from, self.checkpoint = self._resume()
         self.peak = self._peak_flops()
-        self.train_tokens = load_tokens(spec.data.train_path, spec.data.dtype)
-        vx, vy = val_windows(load_tokens(spec.data.val_path, spec.data.dtype), self.m.seq_len, self.t.eval_tokens)
+        self.train_tokens = load_split(spec.data, "train")
+        vx, vy = val_windows(load_split(spec.data, "val"), self.m.seq_len, self.t.eval_tokens)
         self.per_rank = len(vx) // self.world
         lo, hi = self.rank * self.per_rank, (self.rank + 1) * self.per_rank
         self.vx, self.vy = vx[lo:hi], vy[lo:hi]
