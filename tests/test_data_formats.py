@@ -247,9 +247,11 @@ def test_each_bad_input_is_a_clear_error_and_leaves_nothing_complete(tmp_path):
 
 
 def test_the_stdlib_corpus_decodes_its_mis_encoded_test_files_by_replacement(tmp_path):
-    from llm_ray.data.sources import ReadOptions, _stdlib_files, file_documents
+    from llm_ray.core.config import DataConfig
+    from llm_ray.data.sources import ReadOptions, file_documents, list_sources
 
-    bad = [f for f in _stdlib_files(exclude_tests=False) if f.name.endswith("module_iso_8859_1.py")]
+    stdlib = list_sources(DataConfig(sources=["stdlib"], exclude_tests=False))
+    bad = [f for f in stdlib if f.name.endswith("module_iso_8859_1.py")]
     assert bad and all(f.replace_invalid_utf8 for f in bad)
     (_, text), = file_documents(bad[0], ReadOptions(invalid_utf8="error"))
     assert "\ufffd" in text

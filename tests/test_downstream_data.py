@@ -48,13 +48,13 @@ def test_no_test_review_is_in_the_pre_training_corpus(zh_records):
 
 def test_peoples_daily_is_a_data_source_word(tmp_path, monkeypatch):
     from llm_ray.core.config import DataConfig
-    from llm_ray.data.prepare import _list_sources
+    from llm_ray.data.sources import list_sources
 
     monkeypatch.setenv("LLM_RAY_CORPUS_CACHE", str(tmp_path))
-    files = _list_sources(DataConfig(sources=["peoples_daily"], max_bytes=None))
+    files = list_sources(DataConfig(sources=["peoples_daily"], max_bytes=None))
     assert len(files) == 390 and files[0].name == "peoples_daily/00000.txt"
     assert sum(f.size for f in files) > 5_000_000
-    again = _list_sources(DataConfig(sources=["peoples_daily"], max_bytes=None))
+    again = list_sources(DataConfig(sources=["peoples_daily"], max_bytes=None))
     assert [(f.name, f.stamp) for f in again] == [(f.name, f.stamp) for f in files]  # built once, then reused
 
 
