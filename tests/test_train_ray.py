@@ -94,23 +94,12 @@ def test_grad_norm_is_the_real_global_norm_at_every_logged_step(zero_runs, stage
 
 def test_saved_weights_reproduce_the_recorded_val_loss(zero_runs):
     """ZeRO-3 (parameters sharded over 2 ranks): the gathered fp32 weights, loaded into the plain
-    single-device model, give the run's final validation loss on the same held-out windows."""
-    import torch
-
-    from llm_ray.core.config import ModelConfig
-    from llm_ray.data import load_tokens, val_windows
-    from llm_ray.training.launch import prepare, resolve_paths
-    from llm_ray.training.model import Transformer
+    single-device model (llm_ray.training.weights, as the compression stage reloads them), give the
+    run's final validation loss on the same held-out windows."""
+    from llm_ray.training.weights import held_out, load_trained, mean_loss
 
     tmp, rec = zero_runs[3]
     assert rec.weights == "weights.pt"
-    model = Transformer(ModelConfig(**rec.model))
-    model.load_state_dict(torch.load(os.path.join(tmp, "zero3", rec.weights)))
-    model.eval()
-    job = resolve_paths(compose_train(*SMALL_RUN, f"trainer.storage_path={tmp}"))
-    data = prepare(job, log=lambda *a: None)
-    x, y = val_windows(load_tokens(data.val_path, data.dtype), job.model.seq_len, job.trainer.eval_tokens)
-    with torch.no_grad():
-        losses = [model(torch.from_numpy(x[i:i + 16]), torch.from_numpy(y[i:i + 16]))[1].item()
-                  for i in range(0, len(x), 16)]
-    assert sum(losses) / len(losses) == pytest.approx(rec.final_val_loss, abs=1e-5)
+    model = load_trained(os.path.join(tmp, "zero3"), rec)
+    x, y = held_out(rec)
+    assert mean_loss(model, x, y, batch_size=16) == pytest.approx(rec.final_val_loss, abs=1e-5)

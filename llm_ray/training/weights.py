@@ -38,10 +38,10 @@ def load_trained(run_dir: str, record: RunRecord) -> Transformer:
 def held_out(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) int64 (windows, seq_len): the run's fixed validation windows, as its ranks evaluated them
     (each of world_size ranks a slice of len // world_size windows; a remainder is not evaluated)."""
-    from llm_ray.data import load_tokens, val_windows
+    from llm_ray.data import PreparedData, load_split, val_windows
 
-    data, job = record.data, record.job
-    x, y = val_windows(load_tokens(data["val_path"], data["dtype"]), job["model"]["seq_len"],
+    job = record.job
+    x, y = val_windows(load_split(PreparedData.from_dict(record.data), "val"), job["model"]["seq_len"],
                        job["trainer"]["eval_tokens"])
     world = record.world_size or 1
     used = (len(x) // world) * world
