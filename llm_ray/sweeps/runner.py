@@ -9,6 +9,7 @@ cells are cooldown branches of shared constant-lr trunks (llm_ray.sweeps.branche
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -212,6 +213,9 @@ def tune_cells(trials: list[dict], stage_dir: str, concurrency: int, *, n_total:
     from llm_ray.sweeps.branches import BranchTrials
     from llm_ray.sweeps.progress import make_progress_callback
 
+    # Tune's TensorBoard logger says at INFO, per trial, that it cannot log the RunSpec in the config
+    # (a long repr); its files are still written.
+    logging.getLogger("ray.tune.logger.tensorboardx").setLevel(logging.WARNING)
     tune_path, tune_fs = storage.ray_storage(stage_dir)
     progress = make_progress_callback(n_total, n_done, sum(t["flops"] for t in trials), storage.join(stage_dir, "cells"))
     tuner = tune.Tuner(
