@@ -127,3 +127,24 @@ def test_bytes_ledger_equals_what_the_compressed_model_stores(setting):
             if name in names:
                 stored += 4 * int((p != 0).sum()) + math.ceil(p.numel() / 8)
     assert model_bytes(cfg.shape(), setting) == stored
+
+
+def test_the_memory_answer_calls_int8_of_the_best_fp32_model_a_tie_not_a_win():
+    """At a budget that holds the best fp32 model, its int8 copy is "best" by 1e-5 nats: the report
+    says tie (compression only saves bytes there), and counts a real win only where a bigger model,
+    compressed, beats every fp32 model that fits by more than TIE_NATS."""
+    import pandas as pd
+
+    from llm_ray.stages.compress_report import answer_summary, memory_answer
+
+    rows = [  # (params, method, bits, bytes, val_loss)
+        (1000, "fp32", 32, 4000, 4.0), (1000, "rtn_channel", 8, 1100, 4.00001),
+        (4000, "fp32", 32, 16000, 3.5), (4000, "rtn_channel", 8, 4200, 3.49999),
+    ]
+    table = pd.DataFrame([{"params": n, "budget": 1e11, "tokens": 1e6, "method": m, "bits": b, "bytes": by,
+                           "val_loss": v, "label": f"{m}-{b}"} for n, m, b, by, v in rows])
+    text = answer_summary(memory_answer(table, [5000, 20000]))
+    # 5 kB: int8 of the 4k model (3.49999) beats the fp32 1k model (4.0); 20 kB: int8 4k ties fp32 4k.
+    assert text.startswith("A compressed model is best at 1 of 2 budgets"), text
+    assert "at 1 it beats the best fp32 model that fits by 0.500-0.500" in text
+    assert "at 1 it ties" in text

@@ -55,6 +55,10 @@ def memory_budgets(table: pd.DataFrame, cfg: CompressConfig) -> list[float]:
     return budget_ladder(float(table["bytes"].min()), float(table["bytes"].max()))
 
 
+TIE_NATS = 1e-3
+"""A compressed model within this of the best fp32 model that fits ties with it (int8 of the same cell)."""
+
+
 def memory_answer(table: pd.DataFrame, budgets: list[float]) -> list[dict]:
     """Per budget: the lowest-loss (cell, setting) that fits, and the lowest-loss fp32 model that fits."""
     base = table[table["method"] == BASELINE].reset_index(drop=True)
@@ -103,24 +107,31 @@ def answer_line(a: dict) -> str:
         return text + "; no compressed model does better."
     if dense is None:
         return text + "; no fp32 model fits."
+    margin = dense["val_loss"] - best["val_loss"]
+    tie = f", a tie: the same loss in {best['bytes'] / dense['bytes']:.0%} of its bytes" if margin < TIE_NATS else ""
     return text + (f"; the best fp32 model that fits, N = {dense['params']:,}, reaches {dense['val_loss']:.3f} "
-                   f"({dense['val_loss'] - best['val_loss']:+.3f} nats).")
+                   f"({margin:+.3f} nats{tie}).")
 
 
 def answer_summary(answers: list[dict]) -> str:
     """One sentence: where compression wins, and whether against an fp32 model that fits."""
     fits = [a for a in answers if a["best"] is not None]
     won = [a for a in fits if a["best"]["method"] != BASELINE]
-    beaten = [a["fp32"]["val_loss"] - a["best"]["val_loss"] for a in won if a["fp32"] is not None]
+    margins = [a["fp32"]["val_loss"] - a["best"]["val_loss"] for a in won if a["fp32"] is not None]
+    beaten = [m for m in margins if m >= TIE_NATS]
+    tied = len(margins) - len(beaten)
     if not won:
         return "At every budget the best model is an uncompressed one: compressing a bigger model never paid here."
-    text = f"A compressed model is best at {len(won)} of {len(fits)} budgets"
+    text = f"A compressed model is best at {len(won) - tied} of {len(fits)} budgets"
     parts = []
-    if len(won) > len(beaten):
-        parts.append(f"at {len(won) - len(beaten)} of them no fp32 model fits at all")
+    if len(won) > len(margins):
+        parts.append(f"at {len(won) - len(margins)} of them no fp32 model fits at all")
     if beaten:
         parts.append(f"at {len(beaten)} it beats the best fp32 model that fits by {min(beaten):.3f}-{max(beaten):.3f} "
                      f"nats: shrinking a bigger model beats training a smaller one there")
+    if tied:
+        parts.append(f"at {tied} it ties (within {TIE_NATS} nats) with the best fp32 model, which fits "
+                     f"uncompressed: there compression only saves bytes")
     return text + ": " + "; ".join(parts) + "."
 
 
