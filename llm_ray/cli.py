@@ -136,6 +136,11 @@ def run_command(name: str, body: Callable[[], None]) -> None:
             raise
         print(f"llm_ray.{name}: error: {explain(err)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as err:  # Ctrl-C: what finished is on disk, and a re-run resumes from it
+        why = f" ({err})" if str(err) else ""
+        print(f"llm_ray.{name}: interrupted{why}; everything finished is kept: run the same command "
+              f"again to resume.", file=sys.stderr)
+        sys.exit(130)
 
 
 def explain(err: Exception) -> str:

@@ -163,6 +163,33 @@ def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tm
     assert set(df["status"]) == {"ok"} and df["cell_id"].nunique() == len(out["plan"]["cells"])
 
 
+def test_ctrl_c_stops_the_sweep_before_any_fit_and_says_how_to_resume(ray_cluster, tmp_path):
+    """Tune answers SIGINT by ending its run and returning normally: the sweep must stop there (exit
+    130, one line), not fit or report a partial grid."""
+    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, f"trainer.storage_path={tmp_path}",
+            "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    cells_dir = os.path.join(tmp_path, "smoke", "cells")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and not os.path.isdir(cells_dir):
+            time.sleep(1)
+        time.sleep(3)  # a cell is training
+        proc.send_signal(signal.SIGINT)  # the driver only, as Ctrl-C in a terminal reaches it first
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, out[-3000:]
+    assert "llm_ray.sweep: interrupted" in out and "run the same command again to resume" in out
+    assert "Traceback" not in out, out[-3000:]
+    assert not os.path.exists(os.path.join(tmp_path, "smoke", "fit.json"))
+    assert not os.path.exists(os.path.join(tmp_path, "smoke", "results.parquet"))
+
+
 def test_diverged_run_stops_early_with_status_and_reason(ray_cluster, tmp_path):
     from conftest import TEST_DATA, compose_train
     from llm_ray.training.launch import run_training

@@ -38,6 +38,7 @@ from llm_ray.core.records import RunRecord
 from llm_ray.finetune.config import DownstreamConfig
 from llm_ray.finetune.tasks import LabelledSplits, load_records, split_records
 from llm_ray.io import storage
+from llm_ray.sweeps.runner import ctrl_c_stops_the_command
 
 KINDS = ("pretrained", "scratch", "baseline")
 COLUMNS = ["task", "cell_id", "kind", "params", "flops", "budget", "n_layer", "d_model", "pretrain_loss",
@@ -262,6 +263,7 @@ def run_trials(pending: list[FinetuneJob], stage_dir: str, cfg: DownstreamConfig
         run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=tune_fs, verbose=0),
     )
     keep_cloud_secrets_out_of_trial_runtime_env()
+    ctrl_c_stops_the_command()
     tuner.fit()
 
 

@@ -232,7 +232,16 @@ def tune_cells(trials: list[dict], stage_dir: str, concurrency: int, *, n_total:
                                   callbacks=[progress], verbose=0),
     )
     keep_cloud_secrets_out_of_trial_runtime_env()
+    ctrl_c_stops_the_command()
     tuner.fit()
+
+
+def ctrl_c_stops_the_command() -> None:
+    """By default Tune answers Ctrl-C (SIGINT) by ending its run and returning normally, so the
+    command would go on to fit and report a partial sweep. Tune's own switch leaves SIGINT to Python:
+    KeyboardInterrupt leaves `fit()`, the command says how to resume (llm_ray.cli.run_command), and
+    every finished cell's record is already on disk (a re-run trains only the rest)."""
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 
 def run_cell(config: dict) -> None:
