@@ -133,6 +133,17 @@ def test_fewer_points_than_parameters_is_a_value_error_that_says_so():
         fit_parametric([1e8, 2e8, 4e8, 8e8], [1e9, 2e9, 3e9, 4e9], [3.0, 2.9, 2.8, 2.7])
 
 
+def test_a_degenerate_optimum_is_a_value_error_not_an_infinite_law():
+    """A real sweep (zh_sentiment, 3 sizes x 3 budgets) whose smallest size was best at every budget:
+    the optimum ran off to A = inf, alpha ~ 1e3; reported as such, never returned as a law (its NaN
+    predictions once broke the plots and with them the whole fit)."""
+    n = np.array([34920, 49632, 111936] * 3, dtype=float)
+    d = np.array([436224, 309248, 126976, 1308672, 925696, 380928, 4362240, 3086336, 1269760], dtype=float)
+    loss = np.array([5.699, 5.801, 6.274, 4.974, 5.135, 5.635, 4.662, 4.568, 5.046])
+    with pytest.raises(ValueError, match="degenerate .*extend the ladder"):
+        fit_parametric(n, d, loss)
+
+
 def test_batched_bootstrap_refits_match_scipy_on_the_same_resamples(chinchilla, chinchilla_fit):
     n, d, l = chinchilla
     counts = draw_run_counts(len(n), 3, seed=1)
