@@ -19,6 +19,7 @@ from typing import Optional
 
 from llm_ray.core import flops as flops_ledger
 from llm_ray.core import schedules
+from llm_ray.core.choices import check_choice
 
 
 def _require(ok: bool, message: str) -> None:
@@ -269,8 +270,8 @@ class TrainerConfig:
         _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
                  f"trainer.betas={list(self.betas)}: give [beta1, beta2], each in [0, 1).")
         _require(self.warmup_steps >= 0, f"trainer.warmup_steps={self.warmup_steps} must be >= 0.")
-        schedules.check_schedule(self.schedule)
-        schedules.check_cooldown_shape(self.cooldown_shape)
+        check_choice("trainer.schedule", self.schedule, schedules.SCHEDULES)
+        check_choice("trainer.cooldown_shape", self.cooldown_shape, schedules.COOLDOWN_SHAPES)
         _require(0 <= self.cooldown_fraction < 1 and 0 <= self.cooldown_min_lr_ratio <= 1,
                  f"trainer.cooldown_fraction={self.cooldown_fraction} must be in [0, 1) and "
                  f"trainer.cooldown_min_lr_ratio={self.cooldown_min_lr_ratio} in [0, 1].")

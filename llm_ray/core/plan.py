@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from llm_ray.core import flops as ledger
-from llm_ray.core.recipes import (check_hp_rule, check_warmup_rule, hyper_parameters, shape_for_params,
-                                  warmup_steps)
+from llm_ray.core.choices import check_choice
+from llm_ray.core.recipes import HP_RULES, WARMUP_RULES, hyper_parameters, shape_for_params, warmup_steps
 
 
 SWEEP_SCHEDULES = ("independent", "wsd_branches")
@@ -93,10 +93,9 @@ class SweepConfig:
             raise ValueError(f"sweep.budgets={list(self.budgets)}: give positive FLOP budgets, e.g. [1e12,3e12].")
         if not self.shapes and (not self.sizes or any(float(n) <= 0 for n in self.sizes)):
             raise ValueError(f"sweep.sizes={list(self.sizes)}: give positive parameter counts or sweep.shapes.")
-        check_hp_rule(self.hp_rule)
-        if self.schedule not in SWEEP_SCHEDULES:
-            raise ValueError(f"sweep.schedule={self.schedule!r}: use one of {', '.join(SWEEP_SCHEDULES)}.")
-        check_warmup_rule(self.warmup_rule)
+        check_choice("sweep.hp_rule", self.hp_rule, HP_RULES)
+        check_choice("sweep.schedule", self.schedule, SWEEP_SCHEDULES)
+        check_choice("sweep.warmup_rule", self.warmup_rule, WARMUP_RULES)
         if not 0 < self.warmup_fraction < 1 or self.width_ref <= 0 or self.max_epochs <= 0 or self.min_layers < 1:
             raise ValueError("sweep.warmup_fraction must be in (0, 1); sweep.width_ref, sweep.max_epochs and "
                              "sweep.min_layers must be positive.")

@@ -34,25 +34,16 @@ from __future__ import annotations
 import math
 
 from llm_ray.core import flops as ledger
+from llm_ray.core.choices import check_choice
 
 HP_RULES = ("fixed", "deepseek", "width")
 WARMUP_RULES = ("fixed", "fraction", "params")
 
 
-def check_hp_rule(rule: str) -> None:
-    if rule not in HP_RULES:
-        raise ValueError(f"sweep.hp_rule={rule!r}: use one of {', '.join(HP_RULES)}.")
-
-
-def check_warmup_rule(rule: str) -> None:
-    if rule not in WARMUP_RULES:
-        raise ValueError(f"sweep.warmup_rule={rule!r}: use one of {', '.join(WARMUP_RULES)}.")
-
-
 def hyper_parameters(rule: str, budget: float, *, lr: float, global_batch_tokens: int,
                      batch_quantum: int, d_model: int = 0, width_ref: int = 64) -> tuple[float, int]:
     """(lr, global batch tokens) for a cell under the named rule."""
-    check_hp_rule(rule)
+    check_choice("sweep.hp_rule", rule, HP_RULES)
     if rule == "deepseek":
         b = 0.2920 * budget ** 0.3271
         return 0.3118 * budget ** -0.1250, max(batch_quantum, int(round(b / batch_quantum)) * batch_quantum)
@@ -63,7 +54,7 @@ def hyper_parameters(rule: str, budget: float, *, lr: float, global_batch_tokens
 
 def warmup_steps(rule: str, *, steps: int, params: int, batch_tokens: int, fixed: int, fraction: float) -> int:
     """Linear warm-up steps of a cell under the named rule (at least 1)."""
-    check_warmup_rule(rule)
+    check_choice("sweep.warmup_rule", rule, WARMUP_RULES)
     if rule == "fraction":
         return max(1, int(round(fraction * steps)))
     if rule == "params":

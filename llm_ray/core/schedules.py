@@ -30,16 +30,6 @@ WARMUP_MIN_RATIO = 0.01
 """Warm-up starts at 1% of the peak lr, both schedules (Hägele et al.'s init_div_factor=100)."""
 
 
-def check_schedule(name: str) -> None:
-    if name not in SCHEDULES:
-        raise ValueError(f"trainer.schedule={name!r}: use one of {', '.join(SCHEDULES)}.")
-
-
-def check_cooldown_shape(name: str) -> None:
-    if name not in COOLDOWN_SHAPES:
-        raise ValueError(f"trainer.cooldown_shape={name!r}: use one of {', '.join(COOLDOWN_SHAPES)}.")
-
-
 def cooldown_steps(total_steps: int, fraction: float) -> int:
     """Steps of a WSD run's cooldown: round(fraction * total_steps)."""
     return int(round(fraction * total_steps))

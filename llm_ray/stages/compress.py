@@ -16,7 +16,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -33,8 +33,7 @@ TABLE = "compress.parquet"
 LAWS = "compress_fit.json"
 
 
-@dataclass(frozen=True)
-class CellRun:
+class CellRun(NamedTuple):
     """A finished cell of the sweep: where its files are and its record."""
 
     cell_id: str
