@@ -46,7 +46,7 @@ def compressed(ray_cluster, tmp_path_factory):
 def test_every_cell_is_compressed_each_way_and_measured(compressed):
     from llm_ray.core.compression import Setting, model_bytes
     from llm_ray.core.config import ModelConfig
-    from llm_ray.training.weights import read_record
+    from llm_ray.training.launch import read_record
 
     _, sweep_dir, run = compressed
     df = pd.read_parquet(os.path.join(sweep_dir, "compress.parquet"))

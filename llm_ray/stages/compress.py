@@ -27,6 +27,7 @@ from llm_ray.core.config import ModelConfig
 from llm_ray.core.records import RunRecord
 from llm_ray.fitting.degradation import DegradationFit, fit_degradation
 from llm_ray.io import storage
+from llm_ray.training.launch import read_record
 
 ROWS_DIR = "compress"
 TABLE = "compress.parquet"
@@ -90,7 +91,7 @@ def finished_cells(sweep_dir: str) -> tuple[list[CellRun], dict]:
         if not storage.exists(storage.join(run_dir, "result.json")):
             skipped[cell_id] = "not trained yet"
             continue
-        record = RunRecord.from_json(storage.read_json(storage.join(run_dir, "result.json")))
+        record = read_record(run_dir)
         if record.status != "ok":
             skipped[cell_id] = f"{record.status}: {record.reason}"[:200]
         else:
@@ -155,7 +156,7 @@ def evaluate_setting(run_dir: str, setting: dict, out_url: str) -> dict:
     import torch
 
     from llm_ray.compression import compress_
-    from llm_ray.training.weights import held_out, load_trained, mean_loss, read_record
+    from llm_ray.training.weights import held_out, load_trained, mean_loss
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()

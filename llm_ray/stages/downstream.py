@@ -39,6 +39,7 @@ from llm_ray.finetune.config import DownstreamConfig
 from llm_ray.finetune.tasks import LabelledSplits, load_records, split_records
 from llm_ray.io import storage
 from llm_ray.sweeps.runner import ctrl_c_stops_the_command
+from llm_ray.training.launch import read_record
 
 KINDS = ("pretrained", "scratch", "baseline")
 COLUMNS = ["task", "cell_id", "kind", "params", "flops", "budget", "n_layer", "d_model", "pretrain_loss",
@@ -133,7 +134,7 @@ def read_cells(sweep_dir: str) -> list[SweepCell]:
     cells = []
     for r in final.sort_values(["budget", "params"]).itertuples():
         run_dir = storage.join(sweep_dir, "cells", r.cell_id)
-        rec = RunRecord.from_json(storage.read_json(storage.join(run_dir, "result.json")))
+        rec = read_record(run_dir)
         weights = storage.join(run_dir, rec.weights) if rec.weights else None
         cells.append(SweepCell(r.cell_id, rec, float(r.budget), float(r.flops), float(r.loss),
                                weights if weights and storage.exists(weights) else None))

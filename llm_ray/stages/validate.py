@@ -24,13 +24,14 @@ import pandas as pd
 
 from llm_ray.core.config import TrainJobConfig, job_from_record
 from llm_ray.core.plan import Cell, SweepConfig, cell_key, plan_cell, size_to_shape
-from llm_ray.core.records import APPROACHES, FitRecord, ForecastCheck, RunRecord
+from llm_ray.core.records import APPROACHES, FitRecord, ForecastCheck
 from llm_ray.fitting import FitConfig, fit_all
 from llm_ray.fitting.predict import frontier_of, predict_budgets
 from llm_ray.fitting.validation import Check, best_supported, forecast_loss, models_to_validate
 from llm_ray.io import storage
 from llm_ray.sweeps.results import collect_results, fitted_rows, read_results, write_results
 from llm_ray.sweeps.runner import PlannedCell, cell_job, is_finished, plan_context, train_cells
+from llm_ray.training.launch import read_record
 
 STAGE = "validation"
 
@@ -70,8 +71,8 @@ def sweep_settings(sweep_dir: str) -> tuple[SweepConfig, TrainJobConfig, FitConf
     """The sweep's own settings, from its records: plan.json, a finished cell's RunRecord, fit.json."""
     plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
     sweep = SweepConfig(**plan["sweep"])
-    records = [RunRecord.from_json(storage.read_json(storage.join(sweep_dir, "cells", c, "result.json")))
-               for c in plan["cells"] if storage.exists(storage.join(sweep_dir, "cells", c, "result.json"))]
+    records = [read_record(storage.join(sweep_dir, "cells", c)) for c in plan["cells"]
+               if storage.exists(storage.join(sweep_dir, "cells", c, "result.json"))]
     jobs = [r.job for r in records if r.job]
     if not jobs:
         raise ValueError(f"sweep_dir={sweep_dir!r}: no finished cell records its training config "
@@ -160,8 +161,8 @@ def compare(registration: dict, sweep_dir: str) -> list[ForecastCheck]:
     checks = []
     for b in registration["budgets"]:
         for run in b["runs"]:
-            path = storage.join(sweep_dir, STAGE, "cells", run["cell_id"], "result.json")
-            rec = RunRecord.from_json(storage.read_json(path)) if storage.exists(path) else None
+            run_dir = storage.join(sweep_dir, STAGE, "cells", run["cell_id"])
+            rec = read_record(run_dir) if storage.exists(storage.join(run_dir, "result.json")) else None
             measured = rec.final_val_loss if rec is not None and rec.status == "ok" else None
             for name, f in run["forecasts"].items():
                 check = Check(name, f["loss"], tuple(f["ci"]) if f["ci"] else None,

@@ -24,7 +24,7 @@ from llm_ray.core.plan import Cell, PlanContext, SweepConfig, cell_key, format_p
 from llm_ray.core.records import RunRecord
 from llm_ray.data import PreparedData
 from llm_ray.io import storage
-from llm_ray.training.launch import RunSpec
+from llm_ray.training.launch import RunSpec, read_record
 
 # Keys that do not change what a cell trains: excluded from its content key.
 BOOKKEEPING = {"trainer": ("name", "storage_path", "log_every", "checkpoint_every", "num_to_keep",
@@ -150,8 +150,7 @@ def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> Swee
 
 
 def is_finished(run_dir: str) -> bool:
-    path = storage.join(run_dir, "result.json")
-    return storage.exists(path) and RunRecord.from_json(storage.read_json(path)).finished
+    return storage.exists(storage.join(run_dir, "result.json")) and read_record(run_dir).finished
 
 
 def train_cells(pending: list[PlannedCell], base: TrainJobConfig, data: PreparedData, sweep: SweepConfig,

@@ -209,4 +209,10 @@ def run_training(job: TrainJobConfig, log=print) -> RunRecord:
     init_ray(job)
     run_dir = storage.join(job.trainer.storage_path, job.trainer.name)
     build_trainer(RunSpec(job=job, data=data, run_dir=run_dir)).fit()
+    return read_record(run_dir)
+
+
+def read_record(run_dir: str) -> RunRecord:
+    """A finished run's record, `<run_dir>/result.json` (written last by its rank 0): the one reader
+    for the commands and stages."""
     return RunRecord.from_json(storage.read_json(storage.join(run_dir, "result.json")))

@@ -18,10 +18,6 @@ from llm_ray.io import storage
 from llm_ray.training.model import Transformer
 
 
-def read_record(run_dir: str) -> RunRecord:
-    return RunRecord.from_json(storage.read_json(storage.join(run_dir, "result.json")))
-
-
 def load_trained(run_dir: str, record: RunRecord) -> Transformer:
     """The run's final model (fp32, eval mode) from `<run_dir>/<record.weights>` (any fsspec URL)."""
     if not record.weights:
