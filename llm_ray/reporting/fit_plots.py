@@ -205,6 +205,7 @@ def plot_loss_frontier(out):
     level = out.cfg.ci_level
     pts = out.table.points
     ax.scatter(pts["flops"], pts["loss"], s=8, color="lightgray", label="measured points")
+    shown = [pts["loss"].to_numpy()]  # what sets the y-range: points and forecasts
     if out.envelope is not None:
         ax.scatter(out.envelope.flops, out.envelope.loss, s=14, color=STYLE["approach1"][0],
                    label="lowest loss per compute bin (approach 1)")
@@ -213,10 +214,12 @@ def plot_loss_frontier(out):
         if params is not None:
             _, _, l = frontier_of(name, params, c, k)
             ax.plot(c, l, color=STYLE[name][0], ls=LINESTYLE[name], lw=1.2, label=f"{STYLE[name][1]}: L_opt = k_L C^c")
+            shown.append(l)
     if out.parametric is not None:
         p = out.parametric
         _, _, l = p.frontier(c)
         ax.plot(c, l, color=STYLE["approach3"][0], lw=2, label="Approach 3: L(N_opt(C), D_opt(C))")
+        shown += [l, [p.E]]
         band = frontier_band("approach3", out.samples.get("approach3"), c, level=level, k=k)
         if band is not None:
             ax.fill_between(c, band[2][0], band[2][1], color=STYLE["approach3"][0], alpha=0.2, lw=0,
@@ -231,6 +234,11 @@ def plot_loss_frontier(out):
     ax.set_xscale("log")
     _log_axis(ax.xaxis)
     _loss_axis(ax)
+    # The y-range follows the points, the forecasts and E itself, not E's interval: an unidentified
+    # floor's interval reaches 0 and would flatten everything else into one line at the top.
+    y = np.concatenate([np.ravel(v) for v in shown])
+    y = y[np.isfinite(y) & (y > 0)]
+    ax.set_ylim(0.95 * y.min(), 1.05 * y.max())
     ax.set_xlabel(LABEL_C)
     ax.set_title("Loss on the compute-optimal frontier vs compute C")
     ax.legend(fontsize=8, loc="upper right")
