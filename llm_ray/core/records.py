@@ -11,6 +11,7 @@ Pure: no torch, Ray, Hydra or W&B here.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional
@@ -21,6 +22,25 @@ FIT_SCHEMA = 1
 APPROACHES = ("approach1", "approach2", "approach3")
 FINISHED = ("ok", "diverged")
 """A diverged cell is an answer (that size cannot use that budget); a failed one is retried."""
+STATUSES = FINISHED + ("failed",)
+"""Every status a result.json may hold (`missing` exists only in memory, for a cell without one)."""
+REQUIRED_OK = ("params", "tokens", "steps", "flops_exact", "model", "history")
+"""What every `ok` record training writes holds: a record without one of them is not a finished run
+(hand-edited, truncated, or written by something else) and is refused, never counted as done."""
+MOVE_AWAY = "move the file away (or delete the cell's directory) and re-run the command, which retrains that cell"
+
+
+def parse_record(text: str | bytes, where: str) -> "RunRecord":
+    """The RunRecord in a result.json's text; a ValueError naming `where` (its path) and the fix when
+    the text is no JSON object or the record lacks what its status needs."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: not valid JSON ({e}): {MOVE_AWAY}.") from None
+    try:
+        return RunRecord.from_json(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}: {MOVE_AWAY}.") from None
 
 
 def _check_schema(found: int, supported: int, what: str) -> None:
@@ -114,6 +134,16 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "RunRecord":
+        """The record in result.json's parsed JSON; a ValueError when it is not a complete record."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a run record is a JSON object, not {type(d).__name__}")
+        if not isinstance(d.get("run_id"), str) or d.get("status") not in STATUSES:
+            raise ValueError(f"a run record needs a run_id and a status in {STATUSES} "
+                             f"(found run_id={d.get('run_id')!r}, status={d.get('status')!r})")
+        if d["status"] == "ok":
+            missing = [k for k in REQUIRED_OK if d.get(k) in (None, {}, [], ())]
+            if missing:
+                raise ValueError(f"status 'ok' without {', '.join(missing)}: not a record of a finished run")
         _check_schema(int(d.get("schema", 1)), RUN_SCHEMA, "result.json")
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in d.items() if k in names}

@@ -167,7 +167,7 @@ def check_checkpoints(cells: list[SweepCell]) -> str:
     vocab = load_tokenizer(path).get_vocab_size()
     for c in cells:
         with fsspec.open(c.weights, "rb") as f:
-            rows = torch.load(f, map_location="cpu")["wte.weight"].shape[0]
+            rows = torch.load(f, map_location="cpu", weights_only=True)["wte.weight"].shape[0]
         if not vocab == c.record.model["vocab_size"] == rows:
             raise ValueError(f"cell {c.cell_id}: tokenizer/vocabulary mismatch: the sweep's tokenizer {path} has "
                              f"{vocab} tokens, the cell's model.vocab_size is {c.record.model['vocab_size']} and its "

@@ -30,7 +30,7 @@ from llm_ray.core.config import TrainJobConfig
 from llm_ray.core.records import RunRecord
 from llm_ray.io import storage
 from llm_ray.sweeps.runner import PlannedCell, cell_trial, content_key
-from llm_ray.training.launch import POINT_DONE, RunSpec, branch_point_url
+from llm_ray.training.launch import POINT_DONE, RunSpec, branch_point_url, read_record
 
 COOLDOWN_FIELDS = ("tokens", "cooldown_fraction", "cooldown_shape", "cooldown_min_lr_ratio", "save_weights")
 """What a trunk's constant-lr trajectory does not depend on (left out of its id)."""
@@ -149,7 +149,7 @@ def unreachable_record(branch: RunSpec, carrier_dir: str) -> RunRecord:
     anything else is a failure, retried by the next run of the sweep."""
     cell = branch.cell
     path = storage.join(carrier_dir, "result.json")
-    trunk = RunRecord.from_json(storage.read_json(path)) if storage.exists(path) else None
+    trunk = read_record(carrier_dir) if storage.exists(path) else None
     what = f"its trunk {cell['trunk']} ended before the branch point at step {cell['branch_start']}"
     if trunk is not None and trunk.status == "diverged":
         return RunRecord(run_id=cell["cell_id"], status="diverged", reason=f"{what}: diverged ({trunk.reason})",

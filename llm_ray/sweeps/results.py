@@ -14,6 +14,7 @@ import pandas as pd
 
 from llm_ray.core.records import RunRecord
 from llm_ray.io import storage
+from llm_ray.training.launch import read_record
 
 COLUMNS = [
     "cell_id", "run_id", "budget", "n_layer", "d_model", "n_head", "d_ff", "params",
@@ -30,7 +31,7 @@ def collect_results(cells_dir: str, cells: dict, role: str = "sweep") -> pd.Data
     rows = []
     for cell_id, cell in cells.items():
         path = storage.join(cells_dir, cell_id, "result.json")
-        rec = (RunRecord.from_json(storage.read_json(path)) if storage.exists(path) else
+        rec = (read_record(storage.join(cells_dir, cell_id)) if storage.exists(path) else
                RunRecord(run_id=cell_id, status="missing", reason="no result (not run or interrupted)"))
         rows += [{**row, "role": role} for row in cell_rows(cell_id, cell, rec)]
     df = pd.DataFrame(rows)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from llm_ray.core.config import TrainJobConfig, validate_train_job
-from llm_ray.core.records import RunRecord
+from llm_ray.core.records import RunRecord, parse_record
 from llm_ray.data import PreparedData
 from llm_ray.io import storage, tracking
 
@@ -215,4 +215,7 @@ def run_training(job: TrainJobConfig, log=print) -> RunRecord:
 def read_record(run_dir: str) -> RunRecord:
     """A finished run's record, `<run_dir>/result.json` (written last by its rank 0): the one reader
     for the commands and stages."""
-    return RunRecord.from_json(storage.read_json(storage.join(run_dir, "result.json")))
+    path = storage.join(run_dir, "result.json")
+    fs, local = storage.fs_and_path(path)
+    with fs.open(local, "rb") as f:
+        return parse_record(f.read(), path)
