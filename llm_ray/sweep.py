@@ -22,7 +22,18 @@ from llm_ray.fitting.config import FitConfig
 
 
 def run_sweep(base: TrainJobConfig, sweep: SweepConfig, fit_cfg: FitConfig, log=print) -> dict:
-    """Train the sweep's unfinished cells, then fit and report. Returns a summary dict."""
+    """Train the sweep's unfinished cells, then fit and report. Returns a summary dict. One driver per
+    sweep directory: a second one exits with a message naming the first (llm_ray.io.lease)."""
+    from llm_ray.io.lease import DriverLease
+    from llm_ray.sweeps.runner import sweep_dir_of
+
+    if sweep.dry_run:
+        return _train_fit_report(base, sweep, fit_cfg, log)
+    with DriverLease(sweep_dir_of(base, sweep)):
+        return _train_fit_report(base, sweep, fit_cfg, log)
+
+
+def _train_fit_report(base: TrainJobConfig, sweep: SweepConfig, fit_cfg: FitConfig, log) -> dict:
     from llm_ray.reporting.fit import fit_and_report
     from llm_ray.sweeps.runner import run_sweep_cells
 

@@ -62,3 +62,139 @@ def test_the_rng_file_of_a_checkpoint_holds_tensors_only_and_restores_numpys_str
     assert all(isinstance(v, torch.Tensor) for v in saved.values())
     np.random.set_state(numpy_rng_from_tensors(saved))
     assert np.array_equal(np.random.rand(4), expected[0]) and np.random.normal() == expected[1]
+
+
+# ---- bad input: one clear line naming the field or file and the fix, nothing written ------------
+
+@pytest.mark.parametrize("bad", ["../../x", "/abs", "a/b", "", ".", "..", ".hidden", "a b", "x" * 129, "a\\b"])
+@pytest.mark.parametrize("field", ["sweep.name", "trainer.name"])
+def test_a_name_that_would_leave_the_storage_root_is_refused(field, bad):
+    from llm_ray.core.config import TrainerConfig
+    from llm_ray.core.plan import SweepConfig
+
+    make = SweepConfig if field == "sweep.name" else TrainerConfig
+    with pytest.raises(ValueError, match=rf"^{field}=.*becomes a directory under the storage root.*e\.g\. {field}=my-run"):
+        make(name=bad)
+
+
+@pytest.mark.parametrize("good", ["isoflop", "isoflop-gpu", "C2e11-N87.4k-3f9a1c2b7e", "run_1", "a+b=c"])
+def test_names_made_of_safe_characters_are_kept(good):
+    from llm_ray.core.config import TrainerConfig
+    from llm_ray.core.plan import SweepConfig
+
+    assert SweepConfig(name=good).name == TrainerConfig(name=good).name == good
+
+
+@pytest.mark.parametrize("field,value,dup", [
+    ("budgets", [1e12, 3e12, 1e12], "1000000000000.0"),
+    ("budgets", ["1e12", 1e12], "'1e12'"),
+    ("shapes", [{"n_layer": 2, "d_model": 64, "n_head": 8}, {"n_layer": 2, "d_model": 64, "n_head": 8, "d_ff": 256}],
+     "{'n_layer': 2, 'd_model': 64, 'n_head': 8}"),
+])
+def test_duplicate_budgets_or_shapes_are_refused_naming_the_field_and_the_duplicate(field, value, dup):
+    from llm_ray.core.plan import SweepConfig
+
+    with pytest.raises(ValueError) as err:
+        SweepConfig(**{field: value})
+    msg = str(err.value)
+    assert msg.startswith(f"sweep.{field} lists {dup} twice") and "remove the duplicate" in msg, msg
+
+
+def finished_record(**over) -> dict:
+    from llm_ray.core.records import RunRecord
+
+    rec = RunRecord(run_id="C1e12-N10k-abc", status="ok", params=10_000, tokens=1e6, steps=10, flops_exact=6e10,
+                    model={"d_model": 8}, history=({"step": 10, "val_loss": 3.0},))
+    return {**rec.to_json(), **over}
+
+
+@pytest.mark.parametrize("text,says", [
+    ("{\"run_id\": \"x\", \"status\": \"o", "not valid JSON"),
+    ("", "not valid JSON"),
+    ("[1, 2]", "a run record is a JSON object"),
+    ('{"run_id": "x", "status": "ok"}', "status 'ok' without params, tokens, steps, flops_exact, model, history"),
+    ('{"status": "ok"}', "needs a run_id and a status"),
+    ('{"run_id": "x", "status": "done"}', "needs a run_id and a status"),
+])
+def test_a_result_json_that_does_not_parse_or_lacks_fields_is_named_with_its_path_and_the_fix(tmp_path, text, says):
+    """Never treated as finished: the resume stops with the file's path and what to do."""
+    from llm_ray.sweeps.runner import is_finished
+
+    run_dir = tmp_path / "cells" / "C1e12-N10k-abc"
+    run_dir.mkdir(parents=True)
+    (run_dir / "result.json").write_text(text)
+    with pytest.raises(ValueError) as err:
+        is_finished(str(run_dir))
+    msg = str(err.value)
+    assert msg.startswith(f"{run_dir}/result.json: ") and says in msg, msg
+    assert msg.endswith("move the file away (or delete the cell's directory) and re-run the command, "
+                        "which retrains that cell.")
+    assert (run_dir / "result.json").read_text() == text  # nothing overwritten
+
+
+def test_a_complete_record_is_finished_and_a_failed_one_is_not(tmp_path):
+    import json
+
+    from llm_ray.sweeps.runner import is_finished
+
+    for name, rec in [("ok", finished_record()), ("failed", {"run_id": "f", "status": "failed", "reason": "boom"}),
+                      ("diverged", {"run_id": "d", "status": "diverged", "reason": "loss rose"})]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(json.dumps(rec))
+    assert [is_finished(str(tmp_path / n)) for n in ("ok", "failed", "diverged")] == [True, False, True]
+
+
+def test_a_second_driver_on_one_sweep_directory_exits_naming_the_first(tmp_path):
+    """The first holds `driver.lease` and refreshes its heartbeat; a second is refused with the owner
+    named; once the first ends, the lease is gone and the next driver gets it."""
+    import json
+    import socket
+
+    from llm_ray.io.lease import LEASE, DriverLease, LeaseHeld
+
+    sweep_dir = str(tmp_path / "isoflop")
+    with DriverLease(sweep_dir, heartbeat_s=0.1) as first:
+        lease = tmp_path / "isoflop" / LEASE
+        before = json.loads(lease.read_text())
+        assert before["owner"] == first.owner and before["pid"] == os.getpid()
+        with pytest.raises(LeaseHeld, match=rf"^{lease}: another driver \({socket.gethostname()} pid {os.getpid()}\) "
+                                            r"is running this sweep .*wait for it to finish"):
+            DriverLease(sweep_dir).acquire()
+        import time
+
+        time.sleep(0.5)
+        assert json.loads(lease.read_text())["heartbeat"] > before["heartbeat"]  # alive
+    assert not lease.exists()
+    with DriverLease(sweep_dir):
+        pass
+
+
+def test_a_lease_whose_driver_died_is_taken_over(tmp_path):
+    import json
+    import time
+
+    from llm_ray.io.lease import LEASE, DriverLease
+
+    (tmp_path / LEASE).write_text(json.dumps({"owner": "gone:1:x", "host": "gone", "pid": 1, "started": 0,
+                                              "heartbeat": time.time() - 600}))
+    with DriverLease(str(tmp_path), stale_s=120) as lease:
+        assert json.loads((tmp_path / LEASE).read_text())["owner"] == lease.owner
+
+
+def test_the_sweep_command_refuses_a_second_driver_before_writing_anything(tmp_path, capsys):
+    """`python -m llm_ray.sweep` on a directory another driver holds: exit 2, one line, plan.json untouched."""
+    import subprocess
+    import sys
+
+    from llm_ray.io.lease import DriverLease
+
+    sweep_dir = tmp_path / "smoke"
+    sweep_dir.mkdir()
+    (sweep_dir / "plan.json").write_text("{\"theirs\": true}")
+    with DriverLease(str(sweep_dir)):
+        proc = subprocess.run([sys.executable, "-m", "llm_ray.sweep", "sweep=smoke", f"trainer.storage_path={tmp_path}",
+                               "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "another driver" in proc.stderr and "is running this sweep" in proc.stderr
+    assert (sweep_dir / "plan.json").read_text() == "{\"theirs\": true}"

@@ -27,7 +27,12 @@ def fs_and_path(url: str):
 
 
 def exists(url: str) -> bool:
+    """Whether the file exists now. Resume decisions rest on it (a finished cell, a branch point a
+    worker wrote), so it never answers from a cached listing: s3fs keeps directory listings in its
+    dircache, and a file another node wrote after this process listed its folder stays invisible
+    until the cache is dropped."""
     fs, path = fs_and_path(url)
+    fs.invalidate_cache(path)
     return fs.exists(path)
 
 

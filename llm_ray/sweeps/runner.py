@@ -83,6 +83,14 @@ def sweep_base(base: TrainJobConfig, sweep: SweepConfig) -> TrainJobConfig:
     return dataclasses.replace(base, trainer=dataclasses.replace(base.trainer, schedule="wsd"))
 
 
+def sweep_dir_of(base: TrainJobConfig, sweep: SweepConfig) -> str:
+    """The sweep's directory, `<sweep.storage_path or trainer.storage_path>/<sweep.name>` (absolute)."""
+    from llm_ray.training.launch import resolve_paths
+
+    root = sweep.storage_path or resolve_paths(base).trainer.storage_path
+    return storage.join(storage.to_local_or_url(root), sweep.name)
+
+
 def plan_context(base: TrainJobConfig, train_tokens: Optional[int]) -> PlanContext:
     m, t = base.model, base.trainer
     return PlanContext(seq_len=m.seq_len, vocab_size=m.vocab_size, tie_embeddings=m.tie_embeddings, lr=t.lr,
@@ -94,8 +102,7 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
                ) -> tuple[str, list[PlannedCell], dict]:
     """(sweep directory, planned cells, the plan record written to plan.json); no side effects.
     Without `data` (a dry run) epochs are unknown and sweep.max_epochs is not applied."""
-    root = storage.to_local_or_url(sweep.storage_path or base.trainer.storage_path)
-    sweep_dir = storage.join(root, sweep.name)
+    sweep_dir = sweep_dir_of(base, sweep)
     ctx = plan_context(base, data.n_train_tokens if data else None)
     check_branchable(sweep)
     cells, dropped = plan_cells(sweep, **dataclasses.asdict(ctx))
