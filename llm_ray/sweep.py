@@ -64,11 +64,12 @@ def main(cfg: DictConfig) -> None:
     for stage in stages:  # a stage's own config and inputs, checked before anything trains
         if hasattr(stage, "check"):
             stage.check(cfg)
-    summary = run_sweep(job_from_hydra(cfg), sweep, OmegaConf.to_object(cfg.fit))
+    job = job_from_hydra(cfg)
+    summary = run_sweep(job, sweep, OmegaConf.to_object(cfg.fit))
     if sweep.held_out_budgets and not sweep.dry_run and summary["fit"].error is None:
         from llm_ray.validate import run_on_sweep as validate
 
-        validate(summary["sweep_dir"], sweep.held_out_budgets)
+        validate(summary["sweep_dir"], sweep.held_out_budgets, sources=list(job.data.sources))
     for stage in ([] if sweep.dry_run else stages):
         stage.run_on_sweep(summary["sweep_dir"], cfg)
     print(f"sweep directory: {summary['sweep_dir']}")

@@ -15,10 +15,10 @@ from omegaconf import DictConfig
 from llm_ray.cli import command
 
 
-def run_on_sweep(sweep_dir: str, flops: list, log=print) -> None:
+def run_on_sweep(sweep_dir: str, flops: list, log=print, sources: list | None = None) -> None:
     from llm_ray.stages.validate import run_validation, summary_line
 
-    checks = run_validation(sweep_dir, [float(c) for c in flops], log=log)
+    checks = run_validation(sweep_dir, [float(c) for c in flops], log=log, sources=sources)
     log(summary_line(checks) or "validation: no held-out run finished")
     log(f"validation: {sweep_dir}/validation.md (in report.md), validation.json, validation.png")
 

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import sys
 import time
 from typing import Any, Optional
 
-SECRET_KEY_PATTERN = re.compile(r"(api[_-]?key|secret|token|password|credential|access[_-]?key)", re.I)
 DEFAULT_PROJECT = "llm-ray"
 # W&B's WANDB_MODE values (wandb.sdk.wandb_settings.Settings.mode) as llm-ray's modes: `dryrun` and
 # `run` are W&B's old names for offline and online.
@@ -37,13 +35,11 @@ FINISH_TIMEOUT_S = 60.0
 
 
 def scrub(obj: Any) -> Any:
-    """Drop every mapping entry whose key looks like a secret (defence in depth: configs are
-    built from dataclasses that hold no secrets, but user overrides can add keys)."""
-    if isinstance(obj, dict):
-        return {k: scrub(v) for k, v in obj.items() if not SECRET_KEY_PATTERN.search(str(k))}
-    if isinstance(obj, (list, tuple)):
-        return [scrub(v) for v in obj]
-    return obj
+    """A W&B config without secrets: entries whose key names one dropped (`api_key`, `token`, not
+    `tokens` or `tokenizer_path`), and every string redacted by value (llm_ray.core.secrets)."""
+    from llm_ray.core.secrets import scrub as scrub_secrets, secret_values
+
+    return scrub_secrets(obj, secret_values(os.environ))
 
 
 def resolve_mode(mode: str) -> str:

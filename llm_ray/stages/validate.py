@@ -25,6 +25,7 @@ import pandas as pd
 from llm_ray.core.config import TrainJobConfig, job_from_record
 from llm_ray.core.plan import Cell, SweepConfig, cell_key, plan_cell, size_to_shape
 from llm_ray.core.records import APPROACHES, FitRecord, ForecastCheck
+from llm_ray.core.secrets import MASK
 from llm_ray.fitting import FitConfig, fit_all
 from llm_ray.fitting.predict import frontier_of, predict_budgets
 from llm_ray.fitting.validation import Check, best_supported, forecast_loss, models_to_validate
@@ -36,8 +37,9 @@ from llm_ray.training.launch import read_record
 STAGE = "validation"
 
 
-def run_validation(sweep_dir: str, flops: list, log=print) -> list[ForecastCheck]:
-    """Forecast, register, train and compare for each held-out budget in `flops`."""
+def run_validation(sweep_dir: str, flops: list, log=print, sources: Optional[list] = None) -> list[ForecastCheck]:
+    """Forecast, register, train and compare for each held-out budget in `flops`. `sources`: the
+    sweep command's own data.sources (its records hold them with credentials masked)."""
     sweep, base, fit_cfg = sweep_settings(sweep_dir)
     check_budgets(flops, sweep)
     table = read_results(sweep_dir)
@@ -45,7 +47,7 @@ def run_validation(sweep_dir: str, flops: list, log=print) -> list[ForecastCheck
     outcome = fit_all(fitted, fit_cfg)
     from llm_ray.training.launch import prepare
 
-    data = prepare(base, log=log)
+    data = prepare(with_sources(base, sources), log=log)
     budgets = [forecast_budget(outcome, sweep, base, data.n_train_tokens, float(c), sweep_dir) for c in flops]
     registration = register(sweep_dir, fit_key(fitted, outcome.cfg), outcome.cfg.ci_level, budgets, log)
     runs = {r["cell_id"]: r for b in registration["budgets"] for r in b["runs"]}
@@ -65,6 +67,19 @@ def run_validation(sweep_dir: str, flops: list, log=print) -> list[ForecastCheck
     checks = compare(registration, sweep_dir)
     write_outputs(sweep_dir, checks, registration, base, sweep.name)
     return checks
+
+
+def with_sources(base: TrainJobConfig, sources: Optional[list]) -> TrainJobConfig:
+    """The recorded job, with the corpus URLs to read it again: `sources` when given, else the
+    recorded ones, which must not be masked (a credential in a URL is never written out)."""
+    if sources is not None:
+        return dataclasses.replace(base, data=dataclasses.replace(base.data, sources=list(sources)))
+    masked = [s for s in base.data.sources if MASK in str(s)]
+    if masked:
+        raise ValueError(f"data.sources {masked}: the sweep's corpus URLs held credentials, which its records "
+                         f"keep masked; validate from the sweep command itself (sweep.validate_flops), or give "
+                         f"the credential to the storage's own chain (~/.netrc, AWS variables) and a URL without it.")
+    return base
 
 
 def sweep_settings(sweep_dir: str) -> tuple[SweepConfig, TrainJobConfig, FitConfig]:

@@ -22,6 +22,7 @@ from llm_ray.core.branches import (check_branchable, drop_unbranchable, format_s
 from llm_ray.core.config import TrainJobConfig, validate_train_job
 from llm_ray.core.plan import Cell, PlanContext, SweepConfig, cell_key, format_plan, plan_cells
 from llm_ray.core.records import RunRecord
+from llm_ray.core.secrets import redact_sources, secret_values
 from llm_ray.data import PreparedData
 from llm_ray.io import storage
 from llm_ray.training.launch import RunSpec, read_record
@@ -138,6 +139,8 @@ def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> Swee
     validate_train_job(base)
     base = sweep_base(resolve_paths(base), sweep)
     data = None if sweep.dry_run else prepare(base, log=log)
+    # The corpus is read: from here on, no credential of data.sources travels (Tune's state, records).
+    base = redact_sources(base, secret_values(os.environ))
     sweep_dir, planned, plan_record = plan_sweep(base, sweep, data)
     log(f"sweep {sweep.name}: {sweep_dir}")
     log(plan_record["table"])
