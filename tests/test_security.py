@@ -198,3 +198,69 @@ def test_the_sweep_command_refuses_a_second_driver_before_writing_anything(tmp_p
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "another driver" in proc.stderr and "is running this sweep" in proc.stderr
     assert (sweep_dir / "plan.json").read_text() == "{\"theirs\": true}"
+
+
+# ---- secrets: by key and by value ----------------------------------------------------------------
+
+def test_scrub_keeps_fields_that_merely_contain_token_and_drops_credentials_by_key_and_value():
+    from llm_ray.core.secrets import scrub
+
+    config = {"trainer": {"tokens": 2e6, "eval_tokens": 16384, "global_batch_tokens": 2048},
+              "data": {"tokenizer_path": "/c/tok.json", "sources": ["https://alice:pa55w0rd-xyz@example.org/c.txt",
+                                                                    "s3://bucket/corpus/*.txt"]},
+              "api_key": "k", "hf_token": "hf_" + "a" * 34, "AWS_SECRET_ACCESS_KEY": "s",
+              "note": "key AKIAABCDEFGHIJKLMNOP and env value very-secret-value-42 inside"}
+    out = scrub(config, secrets=("very-secret-value-42",))
+    assert out["trainer"] == config["trainer"]
+    assert out["data"] == {"tokenizer_path": "/c/tok.json",
+                           "sources": ["https://***@example.org/c.txt", "s3://bucket/corpus/*.txt"]}
+    assert set(out) == {"trainer", "data", "note"}
+    assert out["note"] == "key *** and env value *** inside"
+
+
+def test_every_json_written_through_storage_is_redacted_by_value(tmp_path, monkeypatch):
+    import json
+
+    from conftest import FAKE_SECRETS
+    from llm_ray.io import storage
+
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_SECRETS["WANDB_API_KEY"])
+    storage.write_json(str(tmp_path / "r.json"), {"job": {"data": {"sources": [
+        "https://bob:hunter2hunter2@host/x.txt"]}, "why": f"key={FAKE_SECRETS['WANDB_API_KEY']}", "tokens": 5}})
+    assert json.loads((tmp_path / "r.json").read_text()) == {
+        "job": {"data": {"sources": ["https://***@host/x.txt"]}, "why": "key=***", "tokens": 5}}
+
+
+def test_listing_is_read_again_when_a_resume_depends_on_it(s3):
+    """s3fs caches a folder's listing: a branch point (or result.json) another node wrote after this
+    process listed the folder must still be seen, or its cell is recorded as failed and retrained."""
+    from conftest import BUCKET, s3fs_fresh
+    from llm_ray.io import storage
+
+    point = f"s3://{BUCKET}/sweep/trunks/T1/points/step-40"
+    fs, key = storage.fs_and_path(point)
+    fs.pipe(f"{key}/rank0/shard.pt", b"x")  # the ranks' files land first, point.json last
+    assert [p.rsplit("/", 1)[1] for p in fs.ls(key)] == ["rank0"]  # this process's listing, now cached
+    s3fs_fresh().pipe(f"{key}/point.json", b"{}")  # rank 0 of a worker marks the point complete
+    assert not fs.exists(f"{key}/point.json")  # s3fs alone answers from its stale listing
+    assert storage.exists(storage.join(point, "point.json"))
+
+
+def test_an_offline_wandb_run_is_copied_to_the_runs_storage_when_it_ends(s3, tmp_path, monkeypatch):
+    """On a cluster W&B writes into the node's /tmp, which an autoscaler deletes with the node: the
+    offline run is copied beside the run's records on storage when it ends, ready for `wandb sync`."""
+    from conftest import BUCKET, s3fs_fresh
+    from llm_ray.core.config import WandbConfig
+    from llm_ray.io.tracking import RunLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = f"s3://{BUCKET}/sweep/cells/C1e12-N10k-abc"
+    logger = RunLogger(WandbConfig(mode="offline", dir=str(tmp_path / "node-tmp"), group="g"), enabled=True,
+                       name="C1e12-N10k", key="C1e12-N10k-abc", job_type="trial", config={"tokens": 5},
+                       keep_in=run_dir)
+    logger.log({"step": 1, "train/loss": 3.0})
+    logger.finish()
+    kept = s3fs_fresh().find(f"{BUCKET}/sweep/cells/C1e12-N10k-abc/wandb")
+    (name,) = {k.split("/wandb/")[1].split("/")[0] for k in kept}
+    assert name.startswith("offline-run-") and any(k.endswith(".wandb") for k in kept), kept
+    assert not any("wandb-metadata.json" in k for k in kept)  # no command line kept (credentials)

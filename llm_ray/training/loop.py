@@ -162,7 +162,8 @@ class WorkerRun:
             job.wandb, enabled=self.rank == 0, name=self.spec.cell.get("name", self.t.name), key=self.t.name,
             job_type="trial" if job.wandb.group else "train",
             config={**dataclasses.asdict(job), "cell": dict(self.spec.cell), "params": self.counts.total,
-                    "params_non_embedding": self.counts.non_embedding})
+                    "params_non_embedding": self.counts.non_embedding},
+            keep_in=self.spec.run_dir)
 
     # ---- the phases of a step -------------------------------------------------------------------
 
