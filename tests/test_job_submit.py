@@ -193,7 +193,8 @@ def test_ray_job_submit_runs_a_smoke_sweep_on_a_head_started_by_hand(ray_head, t
     for cell in plan["cells"]:
         assert json.loads((sweep_dir / "cells" / cell / "result.json").read_text())["status"] == "ok"
 
-    assert grep_tree(str(tmp_path), FAKE_SECRETS.values()) == []
+    # Nor the cluster's Ray token in anything the sweep wrote or the job printed.
+    assert grep_tree(str(tmp_path), [*FAKE_SECRETS.values(), ray_head["env"]["RAY_AUTH_TOKEN"]]) == []
     # The head's logs: the job driver's, every worker's, the dashboard's. (Its runtime_resources
     # hold the uploaded checkout, whose tests/conftest.py spells the fake secrets out.)
     logs_dir = os.path.join(ray_head["temp_dir"], "session_latest", "logs")

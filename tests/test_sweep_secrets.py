@@ -57,7 +57,7 @@ def test_a_sweep_with_credentials_in_its_source_urls_writes_none_of_them(ray_clu
     # ... and the URLs themselves are kept, masked, where the records name the corpus.
     import json
 
-    cell = out["plan"]["cells"][0]
+    cell = next(iter(out["plan"]["cells"]))
     record = json.loads((storage_root / "smoke" / "cells" / cell / "result.json").read_text())
     assert record["status"] == "ok"
     assert record["job"]["data"]["sources"][0].startswith("http://***@127.0.0.1:")
