@@ -264,3 +264,20 @@ def test_an_offline_wandb_run_is_copied_to_the_runs_storage_when_it_ends(s3, tmp
     (name,) = {k.split("/wandb/")[1].split("/")[0] for k in kept}
     assert name.startswith("offline-run-") and any(k.endswith(".wandb") for k in kept), kept
     assert not any("wandb-metadata.json" in k for k in kept)  # no command line kept (credentials)
+
+
+def test_a_lease_of_a_killed_driver_on_this_host_is_taken_over_at_once(tmp_path):
+    """A sweep killed (SIGKILL: no release) and re-run at once resumes: its pid is gone on this host."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from llm_ray.io.lease import LEASE, DriverLease
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / LEASE).write_text(json.dumps({"owner": "x", "host": socket.gethostname(), "pid": int(gone.stdout),
+                                              "started": time.time(), "heartbeat": time.time()}))
+    with DriverLease(str(tmp_path)) as lease:
+        assert json.loads((tmp_path / LEASE).read_text())["owner"] == lease.owner

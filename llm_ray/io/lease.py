@@ -4,7 +4,8 @@ Two drivers on one sweep directory would plan and train the same cells at once a
 other's plan.json, results and predictions.json. The first driver writes `<sweep_dir>/driver.lease`
 ({owner, host, pid, started, heartbeat}) and refreshes its heartbeat from a daemon thread; a second
 one finds a fresh lease and stops with a message naming the owner. A lease whose heartbeat is older
-than `stale_s` belongs to a driver that died (killed, node gone): it is taken over. The lease is a
+than `stale_s` belongs to a driver that died (killed, node gone), and so does one whose process on
+this host is gone: either is taken over, so a killed sweep re-run at once resumes. The lease is a
 write-then-read-back claim, not a consensus lock: two drivers starting within the same second on an
 object store could both win, which the owner check after writing narrows to that race.
 """
@@ -27,6 +28,20 @@ STALE_S = 120.0
 
 class LeaseHeld(ValueError):
     """Another live driver holds the sweep directory (a user error: one line, exit 2)."""
+
+
+def _dead_here(held: dict) -> bool:
+    """Whether the lease's driver ran on this host and its process is gone (killed, crashed): then
+    the lease is taken over at once instead of after `stale_s`."""
+    if held.get("host") != socket.gethostname() or not isinstance(held.get("pid"), int):
+        return False
+    try:
+        os.kill(held["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class DriverLease:
@@ -56,7 +71,7 @@ class DriverLease:
     def acquire(self) -> "DriverLease":
         held = self._read()
         age = time.time() - float(held.get("heartbeat", 0)) if held else None
-        if held and held.get("owner") != self.owner and age < self.stale_s:
+        if held and held.get("owner") != self.owner and age < self.stale_s and not _dead_here(held):
             raise LeaseHeld(
                 f"{self.url}: another driver ({held.get('host')} pid {held.get('pid')}) is running this sweep "
                 f"(heartbeat {age:.0f} s ago): wait for it to finish, or use another sweep.name; if that driver "
