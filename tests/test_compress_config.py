@@ -3,6 +3,7 @@ every `python -m llm_ray.compress` line of the README is a valid invocation (fas
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shlex
@@ -12,11 +13,12 @@ from omegaconf import OmegaConf
 
 from conftest import CONF
 
-README = os.path.join(os.path.dirname(CONF), "README.md")
+ROOT = os.path.dirname(CONF)
+DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 
 def readme_invocations() -> list[list[str]]:
-    lines = [line.split("#")[0] for line in open(README).read().splitlines()]
+    lines = [line.split("#")[0] for doc in DOCS for line in open(doc).read().splitlines()]
     return [shlex.split(line)[3:] for line in lines if re.match(r"\s*python -m llm_ray\.compress\b", line)]
 
 
