@@ -27,11 +27,9 @@ from llm_ray.core.config import ModelConfig
 from llm_ray.core.records import RunRecord
 from llm_ray.fitting.degradation import DegradationFit, fit_degradation
 from llm_ray.io import storage
+from llm_ray.stages.compress_report import LAWS, ROWS_DIR, TABLE, write_outputs  # noqa: F401 - the files' names
 from llm_ray.training.launch import read_record
 
-ROWS_DIR = "compress"
-TABLE = "compress.parquet"
-LAWS = "compress_fit.json"
 
 
 class CellRun(NamedTuple):
@@ -62,8 +60,6 @@ def row_url(sweep_dir: str, cell_id: str, setting: Setting) -> str:
 
 def compress_sweep(sweep_dir: str, cfg: CompressConfig, *, wandb_cfg=None, resources=None, log=print) -> CompressRun:
     """Check everything, evaluate the missing (cell, setting) pairs, then fit, tabulate and report."""
-    from llm_ray.stages.compress_report import write_outputs
-
     cells, skipped = finished_cells(sweep_dir)
     todo = settings(cfg)
     check_inputs(sweep_dir, cells, todo)

@@ -29,8 +29,9 @@ from llm_ray.core.branches import branch_start, cooldown_flops, plan_trunks
 from llm_ray.core.config import TrainJobConfig
 from llm_ray.core.records import RunRecord
 from llm_ray.io import storage
-from llm_ray.sweeps.runner import PlannedCell, cell_trial, content_key
-from llm_ray.training.launch import POINT_DONE, RunSpec, branch_point_url
+from llm_ray.sweeps.cells import PlannedCell, cell_trial, content_key
+from llm_ray.training.launch import RunSpec
+from llm_ray.training.points import POINT_DONE, branch_point_url
 
 COOLDOWN_FIELDS = ("tokens", "cooldown_fraction", "cooldown_shape", "cooldown_min_lr_ratio", "save_weights")
 """What a trunk's constant-lr trajectory does not depend on (left out of its id)."""
