@@ -141,7 +141,7 @@ def test_every_command_composes_validates_and_plans(where, line, module, overrid
 
         sweep = dataclasses.replace(OmegaConf.to_object(cfg.sweep), dry_run=True)
         summary = run_sweep(job, sweep, OmegaConf.to_object(cfg.fit), log=lambda *a, **k: None)
-        assert summary["plan"]["cells"], f"{where}: the sweep plans no cell"
+        assert summary["plan"].cells, f"{where}: the sweep plans no cell"
 
     submitted = "ray job submit" in line or "RayJob" in where
     if submitted or where.startswith("cluster/"):

@@ -21,18 +21,19 @@ from llm_ray.core.branches import (check_branchable, drop_unbranchable, format_s
                                    shared_warmup, spent_flops)
 from llm_ray.core.config import TrainJobConfig, validate_train_job
 from llm_ray.core.plan import PlanContext, SweepConfig, format_plan, plan_cells
-from llm_ray.core.records import RunRecord
+from llm_ray.core.records import PlanRecord, RunRecord
 from llm_ray.data import PreparedData
 from llm_ray.io import storage
+from llm_ray.io.sweepdir import SweepDir, is_finished
 from llm_ray.sweeps.cells import PlannedCell, cell_job, cell_trial, content_key  # noqa: F401 - callers' names
-from llm_ray.training.launch import RunSpec, read_record
+from llm_ray.training.launch import RunSpec
 
 @dataclass(frozen=True)
 class SweepRun:
     """What a sweep produced: where it lives, its plan, which cells this call trained, the table."""
 
     sweep_dir: str
-    plan: dict
+    plan: PlanRecord
     trained: list
     table: pd.DataFrame
     base: TrainJobConfig
@@ -55,7 +56,7 @@ def plan_context(base: TrainJobConfig, train_tokens: Optional[int]) -> PlanConte
 
 
 def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[PreparedData] = None
-               ) -> tuple[str, list[PlannedCell], dict]:
+               ) -> tuple[str, list[PlannedCell], PlanRecord]:
     """(sweep directory, planned cells, the plan record written to plan.json); no side effects.
     Without `data` (a dry run) epochs are unknown and sweep.max_epochs is not applied."""
     root = storage.to_local_or_url(sweep.storage_path or base.trainer.storage_path)
@@ -73,17 +74,17 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
         raise ValueError("the sweep plan has no cells left after dropping: widen sweep.sizes, "
                          "sweep.budgets or sweep.tokens_per_param, or add text.\n" + format_plan(cells, dropped, 1))
     planned = [cell_job(base, c, storage.join(sweep_dir, "cells"), group=sweep.name) for c in cells]
-    record = {"sweep": dataclasses.asdict(sweep), "train_tokens": ctx.train_tokens,
-              "cells": {p.cell_id: {**dataclasses.asdict(p.cell), "name": p.cell.name} for p in planned},
-              "dropped": [dataclasses.asdict(d) for d in dropped],
-              "table": format_plan(cells, dropped, sweep.est_flops_per_s)}
     spent = spent_flops(shared_warmup(cells, sweep), fraction)  # both schedules, printed before anything trains
-    record["table"] += "\n" + format_spent(spent, sweep.schedule, fraction)
-    record["flops_to_spend"] = {"independent": spent.independent, "wsd_branches": spent.branched,
-                                "trunks": spent.trunks, "cooldowns": spent.cooldowns}
+    trunks = None
     if sweep.schedule == "wsd_branches":
-        record["trunks"] = [{"name": t.name, "steps": t.steps, "points": list(t.points),
-                             "cells": [c.name for c in t.cells]} for t in plan_trunks(cells, fraction)]
+        trunks = tuple({"name": t.name, "steps": t.steps, "points": list(t.points),
+                        "cells": [c.name for c in t.cells]} for t in plan_trunks(cells, fraction))
+    record = PlanRecord(sweep=sweep, train_tokens=ctx.train_tokens, cells={p.cell_id: p.cell for p in planned},
+                        dropped=tuple(dropped), trunks=trunks,
+                        table=format_plan(cells, dropped, sweep.est_flops_per_s) + "\n"
+                        + format_spent(spent, sweep.schedule, fraction),
+                        flops_to_spend={"independent": spent.independent, "wsd_branches": spent.branched,
+                                        "trunks": spent.trunks, "cooldowns": spent.cooldowns})
     return sweep_dir, planned, record
 
 
@@ -97,10 +98,10 @@ def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> Swee
     data = None if sweep.dry_run else prepare(base, log=log)
     sweep_dir, planned, plan_record = plan_sweep(base, sweep, data)
     log(f"sweep {sweep.name}: {sweep_dir}")
-    log(plan_record["table"])
+    log(plan_record.table)
     if sweep.dry_run:
         return SweepRun(sweep_dir=sweep_dir, plan=plan_record, trained=[], table=pd.DataFrame(), base=base)
-    storage.write_json(storage.join(sweep_dir, "plan.json"), plan_record)
+    SweepDir(sweep_dir).write_plan(plan_record)
 
     cells_dir = storage.join(sweep_dir, "cells")
     pending = [p for p in planned if not is_finished(storage.join(cells_dir, p.cell_id))]
@@ -111,10 +112,6 @@ def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> Swee
     write_results(table, sweep_dir)
     return SweepRun(sweep_dir=sweep_dir, plan=plan_record, trained=[p.cell_id for p in pending], table=table,
                     base=base)
-
-
-def is_finished(run_dir: str) -> bool:
-    return storage.exists(storage.join(run_dir, "result.json")) and read_record(run_dir).finished
 
 
 def train_cells(pending: list[PlannedCell], base: TrainJobConfig, data: PreparedData, sweep: SweepConfig,

@@ -14,6 +14,7 @@ from llm_ray.core.config import TrainJobConfig, validate_train_job
 from llm_ray.core.records import RunRecord
 from llm_ray.data import PreparedData
 from llm_ray.io import storage, tracking
+from llm_ray.io.sweepdir import read_record  # noqa: F401 - the name callers import from here
 from llm_ray.training.points import POINT_DONE, branch_point_url  # noqa: F401 - the names callers import
 
 # Ray Train V2's controller polls its workers every 2 s by default, and every ray.train.report
@@ -202,8 +203,3 @@ def run_training(job: TrainJobConfig, log=print) -> RunRecord:
     build_trainer(RunSpec(job=job, data=data, run_dir=run_dir)).fit()
     return read_record(run_dir)
 
-
-def read_record(run_dir: str) -> RunRecord:
-    """A finished run's record, `<run_dir>/result.json` (written last by its rank 0): the one reader
-    for the commands and stages."""
-    return RunRecord.from_json(storage.read_json(storage.join(run_dir, "result.json")))
