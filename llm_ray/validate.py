@@ -16,11 +16,9 @@ from llm_ray.cli import command
 
 
 def run_on_sweep(sweep_dir: str, flops: list, log=print) -> None:
-    from llm_ray.stages.validate import run_validation, summary_line
+    from llm_ray.stages.registry import get
 
-    checks = run_validation(sweep_dir, [float(c) for c in flops], log=log)
-    log(summary_line(checks) or "validation: no held-out run finished")
-    log(f"validation: {sweep_dir}/validation.md (in report.md), validation.json, validation.png")
+    return get("validate").run(sweep_dir, list(flops), log=log)
 
 
 @command("validate")

@@ -35,10 +35,19 @@ def test_every_readme_compress_command_composes_and_validates(overrides):
 
 def test_the_sweep_composes_the_compress_group_and_finds_the_stage():
     from llm_ray.cli import compose
-    from llm_ray.sweep import stage_commands
+    from llm_ray.sweep import sweep_stages
 
     cfg = compose("sweep", ["sweep.stages=[compress]", "compress.group_size=16"])
-    (stage,) = stage_commands(list(cfg.sweep.stages))
-    assert stage.check(cfg).group_size == 16 and callable(stage.run_on_sweep)
+    ((stage, config),) = sweep_stages(cfg)
+    assert stage.name == "compress" and config.group_size == 16 and callable(stage.run)
     with pytest.raises(ValueError, match=r"compress\.sparsities=\[1\.5\]"):
-        stage.check(compose("sweep", ["compress.sparsities=[1.5]"]))
+        sweep_stages(compose("sweep", ["sweep.stages=[compress]", "compress.sparsities=[1.5]"]))
+
+
+@pytest.mark.parametrize("name", ["compress_plots", "validate", "registry", "fit"])
+def test_the_sweep_refuses_a_name_that_is_no_stage_it_runs(name):
+    from llm_ray.cli import compose
+    from llm_ray.sweep import sweep_stages
+
+    with pytest.raises(ValueError, match=rf"sweep.stages: unknown stage '{name}'; the stages are \['downstream', 'compress'\]"):
+        sweep_stages(compose("sweep", [f"sweep.stages=[{name}]"]))

@@ -25,7 +25,7 @@ from llm_ray.core.compression import (BASELINE, PRUNE_METHODS, QUANT_METHODS, Co
                                       model_bytes, settings)
 from llm_ray.fitting.degradation import DegradationFit, fit_degradation
 from llm_ray.io import storage
-from llm_ray.stages.compress_report import LAWS, ROWS_DIR, TABLE, write_outputs  # noqa: F401 - the files' names
+from llm_ray.reporting.compress import LAWS, ROWS_DIR, TABLE, write_outputs  # noqa: F401 - the files' names
 from llm_ray.io.sweepdir import SweepCell, SweepDir, read_record
 
 

@@ -37,7 +37,7 @@ def write_outputs(run, cfg: CompressConfig, *, wandb_cfg=None, log=print) -> Non
     budgets = memory_budgets(table, cfg)
     images = {}
     if cfg.plots:
-        from llm_ray.stages.compress_plots import delta_png, memory_png, sparsity_png
+        from llm_ray.reporting.compress_plots import delta_png, memory_png, sparsity_png
 
         images = {"compress_delta.png": delta_png(table, run.laws, cfg.min_delta),
                   "compress_memory.png": memory_png(table, budgets), "compress_sparsity.png": sparsity_png(table)}
