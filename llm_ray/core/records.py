@@ -564,3 +564,53 @@ def registrations_from_json(d: Mapping[str, Any]) -> list:
 
 def registrations_to_json(registrations: list) -> dict:
     return {"schema": PREDICTIONS_SCHEMA, "registrations": [r.to_json() for r in registrations]}
+
+
+# --------------------------------------------------------------------------------------------
+# One fine-tune of the downstream stage (downstream/<task>-<key>/runs/<row id>/result.json), typed
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """A fine-tune's test scores (or why it failed): written whole at its end, read back by the stage."""
+
+    row_id: str
+    kind: str
+    """`pretrained` (a sweep cell's weights) or `scratch` (the same shape, fresh weights)."""
+    status: str
+    """`ok`, or `failed` (retried by the next run of the stage)."""
+    reason: Optional[str] = None
+    """Why it failed (None when ok)."""
+    accuracy: Optional[float] = None
+    accuracy_lo: Optional[float] = None
+    accuracy_hi: Optional[float] = None
+    """Clopper-Pearson interval of the accuracy at the stage's ci_level."""
+    macro_f1: Optional[float] = None
+    n: Optional[int] = None
+    """Test examples scored."""
+    n_correct: Optional[int] = None
+    n_train: Optional[int] = None
+    train_s: Optional[float] = None
+    steps: Optional[int] = None
+    train_loss: Optional[float] = None
+    eval_s: Optional[float] = None
+    pid: Optional[int] = None
+    predictions: Optional[tuple] = None
+    """The predicted class of every test example, in the split's order."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        if self.predictions is not None:
+            out["predictions"] = list(self.predictions)
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "FinetuneResult":
+        values = _known(cls, d)
+        if values.get("predictions") is not None:
+            values["predictions"] = tuple(values["predictions"])
+        return cls(**values)

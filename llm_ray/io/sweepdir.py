@@ -21,7 +21,7 @@ from typing import Iterable, NamedTuple, Optional, Union
 import pandas as pd
 
 from llm_ray.core.plan import Cell
-from llm_ray.core.records import (FINISHED, FitRecord, PlanRecord, Registration, RunRecord, registrations_from_json,
+from llm_ray.core.records import (FINISHED, FinetuneResult, FitRecord, PlanRecord, Registration, RunRecord, registrations_from_json,
                                   registrations_to_json)
 from llm_ray.fitting.config import FitConfig
 from llm_ray.io import storage
@@ -39,6 +39,12 @@ def read_record(run_dir: str) -> RunRecord:
 def read_record_if_any(run_dir: str) -> Optional[RunRecord]:
     """The run's RunRecord, or None when it has none yet (not run, or interrupted)."""
     return read_record(run_dir) if storage.exists(storage.join(run_dir, RESULT)) else None
+
+
+def read_finetune_result(out_dir: str) -> Optional[FinetuneResult]:
+    """A downstream fine-tune's result (`<out_dir>/result.json`), None when it has none yet."""
+    path = storage.join(out_dir, RESULT)
+    return FinetuneResult.from_json(storage.read_json(path)) if storage.exists(path) else None
 
 
 def is_finished(run_dir: str) -> bool:

@@ -34,12 +34,12 @@ import pandas as pd
 
 from llm_ray.core.config import ResourcesConfig, TrainJobConfig, WandbConfig
 from llm_ray.core.plan import _count as count_label
-from llm_ray.core.records import RunRecord
+from llm_ray.core.records import FinetuneResult, RunRecord
 from llm_ray.finetune.config import DownstreamConfig
 from llm_ray.finetune.tasks import LabelledSplits, load_records, split_records
 from llm_ray.io import storage
 from llm_ray.sweeps.runner import ctrl_c_stops_the_command
-from llm_ray.io.sweepdir import SweepDir
+from llm_ray.io.sweepdir import SweepDir, read_finetune_result
 
 KINDS = ("pretrained", "scratch", "baseline")
 COLUMNS = ["task", "cell_id", "kind", "params", "flops", "budget", "n_layer", "d_model", "pretrain_loss",
@@ -223,8 +223,8 @@ def plan_jobs(cells: list[SweepCell], cfg: DownstreamConfig, split_path: str, st
 
 
 def finished(job: FinetuneJob) -> bool:
-    path = storage.join(job.out_dir, "result.json")
-    return storage.exists(path) and storage.read_json(path).get("status") == "ok"
+    result = read_finetune_result(job.out_dir)
+    return result is not None and result.ok
 
 
 def run_trials(pending: list[FinetuneJob], stage_dir: str, cfg: DownstreamConfig, resources: ResourcesConfig) -> None:
@@ -265,7 +265,8 @@ def finetune_trial(config: dict) -> None:
         result = run_finetune(job)
     except Exception as err:  # noqa: BLE001 - a failed fine-tune is a result of the stage
         result = {"status": "failed", "reason": f"{type(err).__name__}: {err}"[:2000]}
-    storage.write_json(storage.join(job.out_dir, "result.json"), {"row_id": job.row_id, "kind": job.kind, **result})
+    record = FinetuneResult.from_json({"row_id": job.row_id, "kind": job.kind, **result})
+    storage.write_json(storage.join(job.out_dir, "result.json"), record.to_json())
 
 
 def run_finetune(job: FinetuneJob) -> dict:
@@ -296,12 +297,12 @@ def run_finetune(job: FinetuneJob) -> dict:
 # --------------------------------------------------------------------------------------------
 
 def finetune_row(job: FinetuneJob, cfg: DownstreamConfig) -> dict:
-    r = storage.read_json(storage.join(job.out_dir, "result.json"))
+    r = read_finetune_result(job.out_dir)
     return {"task": cfg.task, "cell_id": job.row_id, "kind": job.kind, "params": job.params, "flops": job.flops,
             "budget": job.budget, "n_layer": job.model["n_layer"], "d_model": job.model["d_model"],
-            "pretrain_loss": job.pretrain_loss, "accuracy": r["accuracy"], "accuracy_lo": r["accuracy_lo"],
-            "accuracy_hi": r["accuracy_hi"], "macro_f1": r["macro_f1"], "n_correct": r["n_correct"],
-            "n_test": r["n"], "n_train": r["n_train"], "finetune_s": r["train_s"], "eval_s": r["eval_s"],
+            "pretrain_loss": job.pretrain_loss, "accuracy": r.accuracy, "accuracy_lo": r.accuracy_lo,
+            "accuracy_hi": r.accuracy_hi, "macro_f1": r.macro_f1, "n_correct": r.n_correct,
+            "n_test": r.n, "n_train": r.n_train, "finetune_s": r.train_s, "eval_s": r.eval_s,
             "recipe_key": job.out_dir.rstrip("/").split("/")[-3]}
 
 
