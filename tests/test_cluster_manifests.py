@@ -8,6 +8,7 @@ a test here, not a cluster job. Static and fast: no Ray cluster, no network.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shlex
@@ -19,7 +20,8 @@ from conftest import CONF
 
 ROOT = os.path.dirname(CONF)
 CLUSTER = os.path.join(ROOT, "cluster")
-DOCS = os.path.join(ROOT, "README.md")  # its code blocks, the cluster section included
+DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+"""The README and the pages of docs/: their code blocks, docs/cluster.md included."""
 RAY_VERSION = "2.60.0"
 IMAGE = "ghcr.io/your-org/llm-ray:0.1.0"
 INVOCATION = re.compile(r"python -m (llm_ray\.(?:sweep|train))\b(.*)")
@@ -87,9 +89,10 @@ def commands() -> list[tuple[str, str, str, list[str]]]:
                     line = doc["spec"]["entrypoint"]
                     out += [(f"cluster/{name} (RayJob entrypoint)", line, mod, ov)
                             for mod, ov in invocations(line)]
-    with open(DOCS) as f:
-        for line in logical_lines(md_code_blocks(f.read()), comments_only=False):
-            out += [("README.md", line, mod, ov) for mod, ov in invocations(line)]
+    for doc in DOCS:
+        with open(doc) as f:
+            for line in logical_lines(md_code_blocks(f.read()), comments_only=False):
+                out += [(os.path.relpath(doc, ROOT), line, mod, ov) for mod, ov in invocations(line)]
     return out
 
 
@@ -114,7 +117,7 @@ def assert_mergeable_with_init_ray(job_env: dict) -> None:
 def test_manifests_and_docs_hold_the_commands_this_file_checks():
     where = {w.split(" ")[0] for w, *_ in COMMANDS}
     assert {"cluster/rayjob.yaml", "cluster/cluster-launcher-aws.yaml", "cluster/runtime_env.yaml",
-            "README.md"} <= where, where
+            "README.md", "docs/cluster.md"} <= where, where
     assert any("ray job submit" in line for _, line, _, _ in COMMANDS)
 
 
@@ -138,7 +141,7 @@ def test_every_command_composes_validates_and_plans(where, line, module, overrid
 
         sweep = dataclasses.replace(OmegaConf.to_object(cfg.sweep), dry_run=True)
         summary = run_sweep(job, sweep, OmegaConf.to_object(cfg.fit), log=lambda *a, **k: None)
-        assert summary["plan"]["cells"], f"{where}: the sweep plans no cell"
+        assert summary["plan"].cells, f"{where}: the sweep plans no cell"
 
     submitted = "ray job submit" in line or "RayJob" in where
     if submitted or where.startswith("cluster/"):

@@ -59,12 +59,10 @@ def trained_flops(cells_dir: str, cell: dict) -> float | None:
     """C the cell's result.json (its RunRecord) says it trained; None when it has none (a failed
     cell's record carries no FLOPs: it then counts as far as it last reported)."""
     from llm_ray.io import storage
-    from llm_ray.training.launch import read_record
+    from llm_ray.io.sweepdir import read_record_if_any
 
-    run_dir = storage.join(cells_dir, cell["cell_id"])
-    if not storage.exists(storage.join(run_dir, "result.json")):
-        return None
-    return read_record(run_dir).flops_exact
+    record = read_record_if_any(storage.join(cells_dir, cell["cell_id"]))
+    return None if record is None else record.flops_exact
 
 
 def _say(message: str) -> None:

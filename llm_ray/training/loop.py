@@ -121,7 +121,7 @@ class WorkerRun:
         our client state."""
         import ray.train
 
-        from llm_ray.training.launch import POINT_DONE
+        from llm_ray.training.points import POINT_DONE
 
         ckpt = None if self.in_process else ray.train.get_checkpoint()
         if ckpt is not None:
@@ -304,7 +304,7 @@ class WorkerRun:
         """A trunk's checkpoint at one of its branches' cooldown starts (spec.save_at), on storage
         where any node's branch trial reads it: every rank adds its files to
         <trunk_dir>/points/step-<step>, then rank 0 writes point.json, which marks the point complete."""
-        from llm_ray.training.launch import POINT_DONE, branch_point_url
+        from llm_ray.training.points import POINT_DONE, branch_point_url
 
         step = row["step"]
         if step not in self.spec.save_at or self.status != "ok":
