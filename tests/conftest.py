@@ -21,7 +21,8 @@ FAKE_SECRETS = {
 }
 BUCKET = "llm-ray-test"
 ACCESS_KEY_ID = "FAKEKEYID0LLMRAY0TEST"
-CONF = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "conf"))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+CONF = os.path.join(ROOT, "llm_ray", "conf")
 
 # Small real-text corpus for integration tests: the stdlib slice is read once and cached.
 TEST_DATA = ["data.max_bytes=2000000", "data.vocab_size=1024"]

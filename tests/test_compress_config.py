@@ -10,9 +10,9 @@ import shlex
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF
+from conftest import CONF, ROOT
 
-README = os.path.join(os.path.dirname(CONF), "README.md")
+README = os.path.join(ROOT, "README.md")
 
 
 def readme_invocations() -> list[list[str]]:

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from conftest import CONF
+from conftest import CONF, ROOT
 
 BAD = [
     (["model.n_head=3"], "model.n_head=3 does not divide model.d_model"),
@@ -59,7 +59,7 @@ def outcomes(tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
     script = SCRIPT.format(tests=os.path.dirname(__file__), storage=storage)
     proc = subprocess.run([sys.executable, "-c", script, json.dumps([b[0] for b in BAD])],
-                          capture_output=True, text=True, timeout=600, cwd=os.path.dirname(CONF))
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULTS")]
     assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(line[0][len("RESULTS"):])

@@ -114,7 +114,7 @@ def tokens_for_budget(s: Shape, flops: float, ledger: str = "exact") -> float:
 
 
 def chinchilla_params(s: Shape) -> int:
-    """Chinchilla's own parameter count for Table A4 (shared/reference/README.md): per layer
+    """Chinchilla's own parameter count for Table A4 (tests/data/README.md): per layer
     4d^2 + 4d (attention) + d^2 + 2d (relative positions) + 2 d f + f + d (MLP) + 4d (norms),
     plus 2d (final norm) + d V (output layer); input embeddings excluded."""
     d, f = s.d_model, s.d_ff
