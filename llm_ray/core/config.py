@@ -97,6 +97,15 @@ class DataConfig:
     delimiter: Optional[str] = None
     """A regular expression splitting text files into documents (e.g. `\\n\\s*\\n` for blank
     lines, for a book or a dump in one file). None: each text file is one document."""
+    large_file_bytes: Optional[int] = 1_000_000
+    """A text file larger than this, read without data.delimiter, is cut into documents of about
+    data.document_bytes: at the first blank line after that many characters or, in a stretch with
+    none, at twice that (a fixed-size piece). The only file of a corpus of one text file is cut
+    whatever its size, into at least 16 documents, so it can be split into train and val. The log
+    says so in one line. None: every text file is one document."""
+    document_bytes: int = 65_536
+    """Size of the documents a large text file is cut into (see data.large_file_bytes): the unit
+    the train/val split holds out (a 5 MB novel gives ~80 documents, ~4 of them held out)."""
     invalid_utf8: str = "error"
     """Bytes that are not UTF-8: `error` (stop, naming the file and the offset) or `replace`
     (with U+FFFD). The `stdlib` corpus always replaces: its test folders hold deliberately
@@ -142,7 +151,9 @@ class DataConfig:
         _require(bool(self.text_field), "data.text_field is empty: name the field/column holding the text.")
         _require(self.invalid_utf8 in ("error", "replace"),
                  f"data.invalid_utf8={self.invalid_utf8!r}: use error or replace.")
-        for name in ("tokenizer_sample_bytes", "task_bytes", "shard_tokens"):
+        _require(self.large_file_bytes is None or self.large_file_bytes > 0,
+                 f"data.large_file_bytes={self.large_file_bytes} must be positive (or null: one document per file).")
+        for name in ("tokenizer_sample_bytes", "task_bytes", "shard_tokens", "document_bytes"):
             _require(getattr(self, name) > 0, f"data.{name}={getattr(self, name)} must be positive.")
         _require(self.ray_min_bytes >= 0, f"data.ray_min_bytes={self.ray_min_bytes} must be >= 0.")
         _check_delimiter(self.delimiter)

@@ -37,7 +37,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from llm_ray.data.encode import EOT, SPLITS, encode_piece, marker_path, sample_piece, utf8_len
 from llm_ray.data.pipeline import run_pieces
-from llm_ray.data.sources import (CorpusError, Piece, ReadOptions, SourceFile, list_sources,
+from llm_ray.data.sources import (CorpusError, Piece, ReadOptions, SourceFile, cut_large_files, list_sources,
                                   patterns, plan_pieces, select, split_overrides)
 from llm_ray.io import storage
 
@@ -168,8 +168,8 @@ def _check_documents(docs: dict, complete: bool, cfg) -> None:
     if docs["train"] + docs["val"] < 2:
         raise CorpusError(
             f"data.sources: found {docs['train'] + docs['val']} document; the train/val split is by "
-            f"document and needs at least 2. Add files, or split a large file into documents with "
-            f"data.delimiter (e.g. '\\n\\s*\\n' for blank lines).")
+            f"document and needs at least 2. Add files, or split a file into documents with "
+            f"data.delimiter (e.g. '\\n\\s*\\n' for blank lines) or a smaller data.document_bytes.")
 
 
 def _check_splits(docs: dict, cfg) -> None:
@@ -189,7 +189,8 @@ def _check_splits(docs: dict, cfg) -> None:
 def _cache_key(cfg, files: list[SourceFile], dtype: str) -> str:
     blob = json.dumps({
         "format": FORMAT_VERSION, "tokenizers": tokenizers.__version__,
-        "files": [(f.name, f.size, f.stamp) for f in files], "dtype": dtype,
+        "files": [(f.name, f.size, f.stamp, *([f.cut_bytes] if f.cut_bytes else [])) for f in files],
+        "dtype": dtype,
         **{k: getattr(cfg, k) for k in _KEY_FIELDS},
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -365,6 +366,7 @@ def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print,
     dtype = _resolve_dtype(cfg)
     files, left = select(list_sources(cfg), cfg.max_bytes)
     _log_selection(cfg, files, left, log)
+    files = cut_large_files(files, cfg, log)
     if not files:
         _check_documents({"train": 0, "val": 0}, True, cfg)
     entry = _entry_for(cache_dir, _cache_key(cfg, files, dtype))

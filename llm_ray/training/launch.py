@@ -154,7 +154,7 @@ def prepare(job: TrainJobConfig, log=print):
     from llm_ray.data import check_fits, prepare_data
 
     data = prepare_data(job.data, job.data.cache_dir, log=log, start_ray=lambda: init_ray(job))
-    check_fits(data, job.model.seq_len, job.trainer.eval_tokens)
+    check_fits(data, job.model.seq_len, job.trainer.eval_tokens, log=log)
     return data
 
 
