@@ -87,7 +87,8 @@ def plan_context(base: TrainJobConfig, train_tokens: Optional[int]) -> PlanConte
     m, t = base.model, base.trainer
     return PlanContext(seq_len=m.seq_len, vocab_size=m.vocab_size, tie_embeddings=m.tie_embeddings, lr=t.lr,
                        global_batch_tokens=t.global_batch_tokens, micro_batch_tokens=t.micro_batch_size * m.seq_len,
-                       warmup_steps=t.warmup_steps, num_workers=t.num_workers, train_tokens=train_tokens)
+                       warmup_steps=t.warmup_steps, num_workers=t.num_workers, train_tokens=train_tokens,
+                       family=m.family, qk_norm=m.qk_norm, bias=m.bias)
 
 
 def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[PreparedData] = None

@@ -153,6 +153,9 @@ def prepare(job: TrainJobConfig, log=print):
     this job's Ray joins or starts) and check the run fits it."""
     from llm_ray.data import check_fits, prepare_data
 
+    from llm_ray.training.model import check_ledger
+
+    check_ledger(job.model)  # before any tokenizing: a model the ledger does not count is the user's to fix
     data = prepare_data(job.data, job.data.cache_dir, log=log, start_ray=lambda: init_ray(job))
     check_fits(data, job.model.seq_len, job.trainer.eval_tokens, log=log)
     return data

@@ -53,7 +53,7 @@ class WorkerRun:
         from llm_ray.data import load_split, load_tokenizer, val_windows
         from llm_ray.data.shards import eval_bytes_per_token
         from llm_ray.training import engine as ds
-        from llm_ray.training.model import Transformer
+        from llm_ray.training.model import build_model
 
         self.t_start = time.time()
         _quiet_ray_train_reports()
@@ -71,8 +71,8 @@ class WorkerRun:
         ds.init_distributed(self.res.use_gpu)
 
         torch.manual_seed(self.t.seed)  # identical initial weights on every rank
-        model = Transformer(self.m)
-        self.n_params = model.num_params()
+        model = build_model(self.m)
+        self.n_params = sum(p.numel() for p in model.parameters())
         self.engine, self.scheduler = ds.build_engine(model, job.deepspeed, self.t, self.m, self.res.use_gpu)
         # Under ZeRO-3 each rank holds only its shard (ds_tensor) of every parameter.
         self.local_numel = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
