@@ -133,7 +133,12 @@ class DataConfig:
     (with U+FFFD). The `stdlib` corpus always replaces: its test folders hold deliberately
     mis-encoded files."""
     vocab_size: int = 4096
-    """Byte-level BPE vocabulary size (HF tokenizers)."""
+    """Byte-level BPE vocabulary size (HF tokenizers). With data.tokenizer, the file's vocabulary
+    is used instead (and the model is sized by it)."""
+    tokenizer: Optional[str] = None
+    """A `tokenizer.json` of your own (HF `tokenizers` format: GPT-2's, Llama 3's, one you trained),
+    as a path or fsspec URL; nothing is downloaded. None: a byte-level BPE of data.vocab_size is
+    trained on the corpus (the default). <|endoftext|> is added when the file has no such token."""
     tokenizer_sample_bytes: int = 64_000_000
     """The BPE is trained on at most this many bytes of train documents: the first train documents
     of every piece (`task_bytes`), an equal share each, so the same sample on every run and the

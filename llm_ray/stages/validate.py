@@ -43,9 +43,10 @@ def run_validation(sweep_dir: str, flops: list, log=print) -> list[ForecastCheck
     table = read_results(sweep_dir)
     fitted = fitted_rows(table)
     outcome = fit_all(fitted, fit_cfg)
-    from llm_ray.training.launch import prepare
+    from llm_ray.training.launch import prepare, with_data_vocab
 
     data = prepare(base, log=log)
+    base = with_data_vocab(base, data)
     budgets = [forecast_budget(outcome, sweep, base, data.n_train_tokens, float(c), sweep_dir) for c in flops]
     registration = register(sweep_dir, fit_key(fitted, outcome.cfg), outcome.cfg.ci_level, budgets, log)
     runs = {r["cell_id"]: r for b in registration["budgets"] for r in b["runs"]}

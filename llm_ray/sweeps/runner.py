@@ -127,11 +127,12 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
 def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> SweepRun:
     """Plan, train the unfinished cells, and write the results table (results.parquet/.csv)."""
     from llm_ray.sweeps.results import collect_results, write_results
-    from llm_ray.training.launch import prepare, resolve_paths
+    from llm_ray.training.launch import prepare, resolve_paths, with_data_vocab
 
     validate_train_job(base)
     base = sweep_base(resolve_paths(base), sweep)
     data = None if sweep.dry_run else prepare(base, log=log)
+    base = with_data_vocab(base, data) if data else base
     sweep_dir, planned, plan_record = plan_sweep(base, sweep, data)
     log(f"sweep {sweep.name}: {sweep_dir}")
     log(plan_record["table"])
