@@ -114,7 +114,12 @@ def check_inputs(sweep_dir: str, cells: list[CellRun], todo: list[Setting]) -> N
             f"directories out of {storage.join(sweep_dir, 'cells')} and re-run the same sweep command "
             f"(trainer.save_weights=true, the default); only those cells train again.")
     for c in cells:
-        shape = ModelConfig(**c.record.model).shape()
+        model = ModelConfig(**c.record.model)
+        if model.family != "gpt2" or model._target_:
+            raise ValueError(f"cell {c.cell_id} trained model.family={model.family}"
+                             f"{f' (model._target_={model._target_})' if model._target_ else ''}: the compression "
+                             f"stage handles llm-ray's gpt2 model only, so far.")
+        shape = model.shape()
         for s in todo:
             check_widths(shape, s, where=f"cell {c.cell_id} ({s.label})")
 
