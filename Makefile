@@ -3,6 +3,10 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llm-ray-installed
+# torch comes first, from an explicit index, the same on every machine: the CPU wheels by default.
+# For a CUDA machine: `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128`.
+TORCH       ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup demo train test bench clean-venv
 
@@ -11,8 +15,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# CPU wheel from local disk first, so `torch>=...` below is already satisfied (no CUDA download).
-	$(PY) -m pip install -q torch==2.13.0
+	# torch from TORCH_INDEX first, so `torch>=...` below is already satisfied (pip picks no build itself).
+	$(PY) -m pip install -q '$(TORCH)' --index-url $(TORCH_INDEX)
 	$(PY) -m pip install -q -e '.[dev]'
 	# Build DeepSpeed's CPU ops once into the torch-extensions cache (1-4 min of gcc, then seconds).
 	$(PY) -m llm_ray.prebuild

@@ -27,7 +27,9 @@ from llm_ray.core.plan import SweepConfig
 from llm_ray.finetune.config import DownstreamConfig
 from llm_ray.fitting.config import FitConfig
 
-CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+"""The packaged Hydra configs (llm_ray/conf/, shipped as package data): found wherever the package is
+installed. Add a directory of your own with `hydra.searchpath` (docs/models-and-data.md)."""
 SCHEMAS = {"model": job_config.ModelConfig, "data": job_config.DataConfig,
            "deepspeed": job_config.DeepSpeedConfig, "trainer": job_config.TrainerConfig,
            "resources": job_config.ResourcesConfig, "wandb": job_config.WandbConfig,
@@ -216,3 +218,22 @@ def _check_key(key: str, names: list, where: str, prefix: str = "") -> None:
     close = difflib.get_close_matches(key, names, n=1)
     fix = f"did you mean {prefix}{close[0]}?" if close else f"its keys are {', '.join(names)}."
     raise ValueError(f"{prefix}{key} is not a key of {where}: {fix}")
+
+
+COMMANDS = ("train", "sweep", "fit", "report", "validate", "downstream", "compress", "prebuild")
+"""The commands `llm-ray <command>` runs: each is `python -m llm_ray.<command>`."""
+
+
+def main(argv: Optional[list] = None) -> None:
+    """`llm-ray <command> [overrides]`: the installed entry point ([project.scripts]); the same as
+    `python -m llm_ray.<command> [overrides]`, from any directory."""
+    import importlib
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(f"usage: llm-ray <command> [overrides]\n  commands: {', '.join(COMMANDS)}\n"
+              f"  `llm-ray <command> --help` shows a command's config.", file=sys.stderr)
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    name, rest = argv[0], argv[1:]
+    sys.argv = [f"llm-ray {name}", *rest]
+    importlib.import_module(f"llm_ray.{name}").main()

@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> None:
     job = job_from_hydra(cfg)
     record = run_training(job)
     summary = {k: getattr(record, k) for k in ("status", "params", "tokens", "flops_exact", "final_train_loss",
-                                                "final_val_loss", "tokens_per_s", "mfu", "wall_s")}
+                                                "final_val_loss", "final_val_bpb", "tokens_per_s", "mfu", "wall_s")}
     print(json.dumps(summary, indent=2))
     run_dir = storage.join(job.trainer.storage_path or storage.to_local_or_url("runs"), job.trainer.name)
     print(f"results: {run_dir}/result.json (checkpoints beside it)")

@@ -21,7 +21,8 @@ FAKE_SECRETS = {
 }
 BUCKET = "llm-ray-test"
 ACCESS_KEY_ID = "FAKEKEYID0LLMRAY0TEST"
-CONF = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "conf"))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+CONF = os.path.join(ROOT, "llm_ray", "conf")
 
 # Small real-text corpus for integration tests: the stdlib slice is read once and cached.
 TEST_DATA = ["data.max_bytes=2000000", "data.vocab_size=1024"]
@@ -38,8 +39,10 @@ def ray_cluster():
     for k, v in RAY_ENV.items():
         os.environ.setdefault(k, v)
     # 2 workers + a Tune trial's driver need 3 CPU slots on a 2-core machine (STACK-NOTES).
+    # tests/ on the workers' path too: tests/user_model.py holds models built by `model._target_`.
+    path = os.pathsep.join(p for p in (os.path.dirname(__file__), os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=max(3, (os.cpu_count() or 1) + 1), include_dashboard=False,
-             runtime_env={"env_vars": dict(RAY_ENV)})
+             runtime_env={"env_vars": {**RAY_ENV, "PYTHONPATH": path}})
     yield ray
     ray.shutdown()
 

@@ -11,9 +11,8 @@ import sys
 
 import pytest
 
-from conftest import CONF
+from conftest import CONF, ROOT
 
-ROOT = os.path.dirname(CONF)
 # Every command made by llm_ray.cli.command: today's, and each stage's command as it is added.
 COMMANDS = sorted(p.stem for p in pathlib.Path(ROOT, "llm_ray").glob("*.py") if "\n@command(" in p.read_text())
 

@@ -16,9 +16,8 @@ import shlex
 import pytest
 import yaml
 
-from conftest import CONF
+from conftest import CONF, ROOT
 
-ROOT = os.path.dirname(CONF)
 CLUSTER = os.path.join(ROOT, "cluster")
 DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 """The README and the pages of docs/: their code blocks, docs/cluster.md included."""
@@ -310,7 +309,7 @@ def test_cluster_launcher_config_passes_rays_own_schema_and_installs_like_the_re
     (remote,) = [k for k, v in config["file_mounts"].items() if v == "."]
     assert ".venv" in config["rsync_exclude"]
     setup = config["setup_commands"]
-    # The README's install: torch pinned first, then the package editable (conf/ sits beside it).
+    # The README's install: torch pinned first, then the package (editable: the synced checkout).
     assert setup.index("pip install -q torch==2.13.0") < setup.index(f"pip install -q -e {remote}")
     assert any("python -m llm_ray.prebuild" in c for c in config["worker_setup_commands"])
     text = open(os.path.join(CLUSTER, "cluster-launcher-aws.yaml")).read()
@@ -335,9 +334,9 @@ def test_upload_excludes_keep_every_file_the_job_needs():
     from ray._private.thirdparty.pathspec import PathSpec
 
     needed = [os.path.relpath(os.path.join(d, f), ROOT)
-              for top in ("llm_ray", "conf") for d, _, files in os.walk(os.path.join(ROOT, top))
+              for d, _, files in os.walk(os.path.join(ROOT, "llm_ray"))
               for f in files if "__pycache__" not in d]
-    assert "conf/wandb/default.yaml" in needed
+    assert "llm_ray/conf/wandb/default.yaml" in needed
     ignore = [ln for ln in open(os.path.join(CLUSTER, "Dockerfile.dockerignore")).read().splitlines()
               if ln.strip() and not ln.startswith("#")]
     for name, patterns in [("runtime_env.yaml", load_docs("runtime_env.yaml")[0]["excludes"]),
@@ -355,17 +354,17 @@ def test_gitignore_keeps_every_file_the_job_needs():
     from ray._private.thirdparty.pathspec import PathSpec
 
     needed = [os.path.relpath(os.path.join(d, f), ROOT)
-              for top in ("llm_ray", "conf") for d, _, files in os.walk(os.path.join(ROOT, top))
+              for d, _, files in os.walk(os.path.join(ROOT, "llm_ray"))
               for f in files if "__pycache__" not in d and not f.endswith(".pyc")]
     with open(os.path.join(ROOT, ".gitignore")) as f:
         spec = PathSpec.from_lines("gitwildmatch", f.read().splitlines())
     assert [f for f in needed if spec.match_file(f)] == []
 
 
-def test_dockerfile_builds_on_the_ray_gpu_image_and_installs_the_package_editable():
+def test_dockerfile_builds_on_the_ray_gpu_image_and_installs_the_package():
     text = open(os.path.join(CLUSTER, "Dockerfile")).read()
     assert re.search(rf"^FROM rayproject/ray:{RAY_VERSION}-py311-gpu$", text, re.M)
-    assert "pip install --no-cache-dir -e /home/ray/llm-ray" in text
+    assert "pip install --no-cache-dir /home/ray/llm-ray" in text  # not editable: conf/ is package data
     assert f"-t {IMAGE} ." in text
     ignore = open(os.path.join(CLUSTER, "Dockerfile.dockerignore")).read().split()
     assert {".venv", ".git", "runs"} <= set(ignore)

@@ -11,9 +11,8 @@ import shlex
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF
+from conftest import CONF, ROOT
 
-ROOT = os.path.dirname(CONF)
 DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 

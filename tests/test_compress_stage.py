@@ -13,11 +13,10 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import CONF, FAKE_SECRETS, grep_tree
+from conftest import CONF, ROOT, FAKE_SECRETS, grep_tree
 from wandb_reader import summarize
 
 pytestmark = pytest.mark.ray
-ROOT = os.path.dirname(CONF)
 # The smoke preset at smaller budgets and sizes (2 x 2 cells), and a short list of settings.
 SMOKE = ["sweep=smoke", "sweep.budgets=[3e10,9e10]", "sweep.sizes=[1.5e4,3.5e4]", "fit.n_bootstrap=20", "trainer.eval_every=1000", "trainer.log_every=1000", "wandb.mode=offline"]
 SETTINGS = ["compress.group_bits=[4]", "compress.sparsities=[0.5]", "compress.n_bootstrap=50"]

@@ -180,7 +180,7 @@ def test_a_small_corpus_never_has_an_empty_split_and_a_large_one_says_how_to_fix
         fs.rm(f"{root}/b.txt")
         fs.rm(f"{root}/c.txt")
         with pytest.raises(ValueError, match=r"found 1 document.*data\.delimiter"):
-            prepare(cfg_for(f"memory://{root}/*.txt"), tmp_path / "cache")
+            prepare(cfg_for(f"memory://{root}/*.txt", large_file_bytes=None), tmp_path / "cache")
     finally:
         fs.rm(root, recursive=True)
 
@@ -293,16 +293,19 @@ def test_missing_sources_name_the_field_and_the_pattern(tmp_path):
         prepare(cfg_for(f"memory://no-such-{uuid.uuid4().hex}/*.txt"), tmp_path / "cache")
 
 
-def test_check_fits_names_seq_len_and_eval_tokens():
+def test_check_fits_names_seq_len_and_evaluates_a_short_val_split_whole():
     data = PreparedData(root="/x", key="k", tokenizer_path="/x/t", manifest_path="/x/m",
                         dtype="uint16", vocab_size=320, n_train_tokens=100,
                         n_val_tokens=50, n_train_docs=3, n_val_docs=1)
-    check_fits(data, seq_len=99, eval_tokens=49)
+    logs = []
+    check_fits(data, seq_len=49, eval_tokens=49, log=logs.append)
+    assert logs == []
     with pytest.raises(ValueError, match="model.seq_len=100"):
         check_fits(data, seq_len=100, eval_tokens=10)
-    with pytest.raises(ValueError, match="trainer.eval_tokens=50.*at most 49"):
-        check_fits(data, seq_len=10, eval_tokens=50)
-
+    with pytest.raises(ValueError, match="model.seq_len=50 needs 51 validation tokens"):
+        check_fits(data, seq_len=50, eval_tokens=50)
+    check_fits(data, seq_len=10, eval_tokens=65536, log=logs.append)  # a small corpus: a warning
+    assert len(logs) == 1 and "trainer.eval_tokens=65,536: evaluating on 40 (4 windows of 10)" in logs[0]
 
 
 def test_sample_batch_is_a_pure_function_of_seed_step_rank_micro():
@@ -337,8 +340,9 @@ def test_val_windows_are_disjoint_and_spread_over_the_whole_split():
     assert (np.diff(starts) >= 32).all()  # disjoint
     assert (np.diff(x, axis=1) == 1).all()  # contiguous windows
     assert x.flags.writeable and y.flags.writeable  # torch.from_numpy wants writable memory
+    assert len(val_windows(tokens[:64], seq_len=32, eval_tokens=64)[0]) == 1  # what the split holds
     with pytest.raises(ValueError, match="trainer.eval_tokens"):
-        val_windows(tokens[:64], seq_len=32, eval_tokens=64)
+        val_windows(tokens[:32], seq_len=32, eval_tokens=64)
 
 
 def test_memory_sources_and_memory_cache_work_end_to_end(tmp_path):

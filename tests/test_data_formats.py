@@ -102,7 +102,7 @@ def test_delimiter_splits_one_large_file_into_stable_documents(tmp_path):
     book = tmp_path / "book.txt"
     book.write_text("\n\n".join(DOCS) + "\n\n\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"found 1 document.*data\.delimiter"):
-        prepare(cfg_for(book), tmp_path / "cache")  # one file, one document: no split possible
+        prepare(cfg_for(book, large_file_bytes=None), tmp_path / "cache")  # one file, one document
     data, _ = prepare(cfg_for(book, delimiter=r"\n\s*\n"), tmp_path / "cache")
     assert all_docs(data) == sorted(DOCS)
     # A delimiter cut by the reader's chunk boundary is still found (8 MiB chunks).

@@ -14,12 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import CONF, FAKE_SECRETS, TEST_DATA, grep_tree
+from conftest import CONF, ROOT, FAKE_SECRETS, TEST_DATA, grep_tree
 from test_downstream_data import separable_task, write_jsonl
 from wandb_reader import summarize
 
 pytestmark = pytest.mark.ray
-ROOT = os.path.dirname(CONF)
 # 2 budgets x 2 shapes of 1-layer models on the stdlib slice: 4 cells of ~20-40 steps.
 SWEEP = ["model=tiny", *TEST_DATA, "sweep.name=ds", "sweep.budgets=[1e10,2e10]",
          "sweep.shapes=[{n_layer:1,d_model:16,n_head:2},{n_layer:1,d_model:32,n_head:2}]",

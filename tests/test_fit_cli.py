@@ -1,5 +1,5 @@
-"""`python -m llm_ray.fit` (Hydra) on Epoch AI's extraction of Chinchilla's runs (tests/data, copied from
-../shared/reference; Besiroglu et al. 2024, epoch-research/analyzing-chinchilla), and the fitter's purity."""
+"""`python -m llm_ray.fit` (Hydra) on Epoch AI's extraction of Chinchilla's runs (tests/data, a copy of
+the published extraction; Besiroglu et al. 2024, epoch-research/analyzing-chinchilla), and the fitter's purity."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Approach 3 (parametric law) on data no one here made, on synthetic laws, and its bootstrap.
 
-Reference data: tests/data/chinchilla_epoch_svg.csv, copied from ../shared/reference: 245 runs of
+Reference data: tests/data/chinchilla_epoch_svg.csv, a copy of the published extraction: 245 runs of
 Hoffmann et al. 2022 (Chinchilla, Figure 4) as extracted from the SVG by Epoch AI (Besiroglu et al.
 2024, "Chinchilla Scaling: A replication attempt", epoch-research/analyzing-chinchilla,
 data/svg_extracted_data.csv). Epoch's published fit on the 240 runs left after dropping the 5 with the

@@ -28,10 +28,9 @@ import uuid
 import pandas as pd
 import pytest
 
-from conftest import processes_using, CONF, FAKE_SECRETS, end_head, free_ports, grep_tree
+from conftest import processes_using, CONF, ROOT, FAKE_SECRETS, end_head, free_ports, grep_tree
 
 pytestmark = pytest.mark.ray
-ROOT = os.path.dirname(CONF)
 VENV_BIN = os.path.dirname(sys.executable)
 RAY = os.path.join(VENV_BIN, "ray")
 # The smoke preset cut to one budget and two sizes (46k and 87k parameters, 70 and 39 steps):

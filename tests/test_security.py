@@ -11,9 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from conftest import CONF
+from conftest import ROOT
 
-ROOT = os.path.dirname(CONF)
 PACKAGE = os.path.join(ROOT, "llm_ray")
 
 

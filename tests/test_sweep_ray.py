@@ -14,11 +14,10 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import CONF, FAKE_SECRETS, grep_tree
+from conftest import CONF, ROOT, FAKE_SECRETS, grep_tree
 from wandb_reader import summarize
 
 pytestmark = pytest.mark.ray
-ROOT = os.path.dirname(CONF)
 # The smoke preset, a little smaller: 2 budgets x 3 sizes of 14k-87k parameters.
 SMOKE = ["sweep=smoke", "fit.n_bootstrap=20", "trainer.eval_every=40", "trainer.log_every=40"]
 

@@ -24,9 +24,8 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import CONF, FAKE_SECRETS, grep_tree
+from conftest import CONF, ROOT, FAKE_SECRETS, grep_tree
 
-ROOT = os.path.dirname(CONF)
 WANDB_VARS = ("WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_DIR", "WANDB_API_KEY", "WANDB_BASE_URL",
               "WANDB_INIT_TIMEOUT", "WANDB_FINISH_TIMEOUT")
 WARNING = re.compile(r"llm_ray: W&B: (.*) did not answer \((.*); ([0-9.]+) s\); run (\S+) logs offline instead: "

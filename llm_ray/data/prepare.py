@@ -38,7 +38,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from llm_ray.core.secrets import redact_text, secret_values
 from llm_ray.data.encode import EOT, SPLITS, encode_piece, marker_path, sample_piece, utf8_len
 from llm_ray.data.pipeline import run_pieces
-from llm_ray.data.sources import (CorpusError, Piece, ReadOptions, SourceFile, list_sources,
+from llm_ray.data.sources import (CorpusError, Piece, ReadOptions, SourceFile, cut_large_files, list_sources,
                                   patterns, plan_pieces, select, split_overrides)
 from llm_ray.io import storage
 
@@ -123,8 +123,25 @@ def _train_tokenizer(texts: list[str], vocab_size: int, sample_bytes: int) -> To
     return tok
 
 
+def given_tokenizer(url: str) -> Tokenizer:
+    """A tokenizer.json of your own (HF `tokenizers` format; any fsspec URL; nothing downloaded),
+    with <|endoftext|> added as a special token when it has none (it ends every document)."""
+    try:
+        with fsspec.open(url, "rb") as f:
+            tok = Tokenizer.from_str(f.read().decode("utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"data.tokenizer={url!r} does not exist: give the path or URL of a tokenizer.json "
+                         f"(HF tokenizers format).") from None
+    except Exception as err:  # noqa: BLE001 - tokenizers raises its own exception type for a bad file
+        raise ValueError(f"data.tokenizer={url!r} is not a tokenizer.json the `tokenizers` library reads "
+                         f"({str(err).splitlines()[0][:200]}).") from None
+    if tok.token_to_id(EOT) is None:
+        tok.add_special_tokens([EOT])
+    return tok
+
+
 def _sample_and_train(cfg, pieces: list[Piece], opts: ReadOptions, run,
-                      log) -> tuple[Tokenizer, ReadOptions, dict]:
+                      log, given: Optional[Tokenizer] = None) -> tuple[Tokenizer, ReadOptions, dict]:
     """Every piece's first train documents (an equal share of data.tokenizer_sample_bytes each),
     in piece order, then the BPE trained on them. Fails early on an empty corpus; keeps a small
     corpus's splits non-empty (the options returned carry that for the encoding)."""
@@ -141,7 +158,7 @@ def _sample_and_train(cfg, pieces: list[Piece], opts: ReadOptions, run,
     texts = [t for r in results for t in r["texts"]]
     n_bytes = sum(utf8_len(t) for t in texts)
     t1 = time.perf_counter()
-    tok = _train_tokenizer(texts, cfg.vocab_size, n_bytes)
+    tok = given or _train_tokenizer(texts, cfg.vocab_size, n_bytes)
     info = {"sample_docs": len(texts), "sample_bytes": n_bytes, "whole_train_split": complete,
             "sample_s": round(t1 - t0, 2), "bpe_s": round(time.perf_counter() - t1, 2)}
     return tok, opts, info
@@ -169,8 +186,8 @@ def _check_documents(docs: dict, complete: bool, cfg) -> None:
     if docs["train"] + docs["val"] < 2:
         raise CorpusError(
             f"data.sources: found {docs['train'] + docs['val']} document; the train/val split is by "
-            f"document and needs at least 2. Add files, or split a large file into documents with "
-            f"data.delimiter (e.g. '\\n\\s*\\n' for blank lines).")
+            f"document and needs at least 2. Add files, or split a file into documents with "
+            f"data.delimiter (e.g. '\\n\\s*\\n' for blank lines) or a smaller data.document_bytes.")
 
 
 def _check_splits(docs: dict, cfg) -> None:
@@ -187,10 +204,12 @@ def _check_splits(docs: dict, cfg) -> None:
 # Cache entry
 # --------------------------------------------------------------------------------------------
 
-def _cache_key(cfg, files: list[SourceFile], dtype: str) -> str:
-    blob = json.dumps({
+def _cache_key(cfg, files: list[SourceFile], dtype: str, given: Optional[Tokenizer] = None) -> str:
+    mine = {"tokenizer": hashlib.sha256(given.to_str().encode()).hexdigest()} if given else {}
+    blob = json.dumps({**mine,
         "format": FORMAT_VERSION, "tokenizers": tokenizers.__version__,
-        "files": [(f.name, f.size, f.stamp) for f in files], "dtype": dtype,
+        "files": [(f.name, f.size, f.stamp, *([f.cut_bytes] if f.cut_bytes else [])) for f in files],
+        "dtype": dtype,
         **{k: getattr(cfg, k) for k in _KEY_FIELDS},
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -370,12 +389,16 @@ def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print,
     """
     t0 = time.perf_counter()
     log = redacting(log)
+    given = given_tokenizer(cfg.tokenizer) if cfg.tokenizer else None
+    if given is not None:  # its vocabulary, not data.vocab_size's BPE (the model takes it: launch.with_data_vocab)
+        cfg = replace(cfg, vocab_size=given.get_vocab_size())
     dtype = _resolve_dtype(cfg)
     files, left = select(list_sources(cfg), cfg.max_bytes)
     _log_selection(cfg, files, left, log)
+    files = cut_large_files(files, cfg, log)
     if not files:
         _check_documents({"train": 0, "val": 0}, True, cfg)
-    entry = _entry_for(cache_dir, _cache_key(cfg, files, dtype))
+    entry = _entry_for(cache_dir, _cache_key(cfg, files, dtype, given))
     hit = _cached(entry)
     if hit is not None:
         log(f"data: cache hit {entry.root} ({hit.n_train_tokens:,} train / {hit.n_val_tokens:,} val "
@@ -390,20 +413,23 @@ def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print,
              f"this process ({n_bytes / 1e6:.1f} MB < data.ray_min_bytes={cfg.ray_min_bytes / 1e6:g} MB)")
     log(f"data: {earlier.describe(entry.root, len(pieces), where)}")
     info = {"executor": "ray_data" if use_ray else "driver", "resumed_pieces": len(earlier.done)}
-    return _build(cfg, entry, pieces, files, dtype, earlier, info, _runner(use_ray, start_ray), log, t0)
+    return _build(cfg, entry, pieces, files, dtype, earlier, info, _runner(use_ray, start_ray), log, t0, given)
 
 
 def _build(cfg, entry: _Entry, pieces: list[Piece], files: list[SourceFile], dtype: str,
-           earlier: _Earlier, info: dict, run, log, t0: float) -> PreparedData:
+           earlier: _Earlier, info: dict, run, log, t0: float, given: Optional[Tokenizer] = None) -> PreparedData:
     """Tokenizer (unless an interrupted run left one), the pieces not done yet, then the manifest."""
     opts = replace(ReadOptions.of(cfg), overrides=earlier.overrides)
     tokenizer_json = earlier.tokenizer_json
     if tokenizer_json is None:
-        tok, opts, sample = _sample_and_train(cfg, pieces, opts, run, log)
+        tok, opts, sample = _sample_and_train(cfg, pieces, opts, run, log, given)
         info.update(sample)
-        log(f"data: BPE (vocab {cfg.vocab_size}) trained in {sample['bpe_s']:.1f} s on "
-            f"{sample['sample_docs']:,} train documents ({sample['sample_bytes'] / 1e6:.1f} MB"
-            f"{', every train document' if sample['whole_train_split'] else ', a sample'})")
+        if given is not None:
+            log(f"data: tokenizer {cfg.tokenizer} (vocab {cfg.vocab_size}), not trained")
+        else:
+            log(f"data: BPE (vocab {cfg.vocab_size}) trained in {sample['bpe_s']:.1f} s on "
+                f"{sample['sample_docs']:,} train documents ({sample['sample_bytes'] / 1e6:.1f} MB"
+                f"{', every train document' if sample['whole_train_split'] else ', a sample'})")
         tokenizer_json = tok.to_str()
         # The split's overrides first: an entry with a tokenizer has them (see _earlier_attempt).
         storage.write_json(entry.url("split.json"), {"overrides": list(opts.overrides)})

@@ -8,6 +8,7 @@ however the split was cut into shards. No torch or Ray here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from typing import Optional
 
@@ -24,6 +25,30 @@ def load_tokenizer(path: str) -> Tokenizer:
     """The entry's tokenizer (for decoding samples), from any fsspec URL."""
     with fsspec.open(path, "rb") as f:
         return Tokenizer.from_str(f.read().decode())
+
+
+def token_byte_lengths(tok: Tokenizer) -> Optional[np.ndarray]:
+    """UTF-8 bytes each token id stands for, for a byte-level tokenizer (GPT-2's scheme, ours and
+    any `tokenizer.json` with a ByteLevel decoder: every character of a token is one byte); special
+    tokens (<|endoftext|>) stand for none. None for other tokenizers."""
+    spec = json.loads(tok.to_str())
+    if (spec.get("decoder") or {}).get("type") != "ByteLevel":
+        return None
+    special = {t["id"] for t in spec.get("added_tokens") or () if t.get("special")}
+    n = tok.get_vocab_size()
+    return np.array([0 if i in special else len(tok.id_to_token(i) or "") for i in range(n)], dtype=np.int64)
+
+
+def eval_bytes_per_token(tok: Tokenizer, targets: np.ndarray) -> float:
+    """UTF-8 bytes of text per target token over the evaluation windows (bits per byte divide the
+    loss by this): exact per token for byte-level tokenizers, else each window decoded as a whole."""
+    targets = np.asarray(targets)
+    lengths = token_byte_lengths(tok)
+    if lengths is not None:
+        n_bytes = int(lengths[targets].sum())
+    else:
+        n_bytes = sum(len(tok.decode(row.tolist()).encode("utf-8")) for row in targets.reshape(len(targets), -1))
+    return n_bytes / max(1, targets.size)
 
 
 def _check_dtype(dtype: str) -> None:

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator, Optional
 
 import fsspec
@@ -42,6 +42,7 @@ _NOT_STDLIB_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 _STAMP_KEYS = ("mtime", "ETag", "etag", "md5Hash", "crc32c", "generation", "checksum",
                "LastModified", "updated", "created")
 _READ_CHUNK = 8 * 2**20  # bytes read at a time from a delimited text file
+_MIN_CUT = 1024  # smallest document cut from a corpus's only file
 _PARQUET_BATCH = 1024    # rows decoded at a time
 
 
@@ -60,6 +61,7 @@ class SourceFile:
     format: str       # text | jsonl | parquet
     compression: Optional[str] = None  # gzip | zstd
     replace_invalid_utf8: bool = False  # the stdlib's policy, whatever data.invalid_utf8 says
+    cut_bytes: Optional[int] = None  # a large text file: cut into documents of about this size (`cut_large_files`)
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,29 @@ def select(files: list[SourceFile], max_bytes: Optional[int]) -> tuple[list[Sour
     return kept, left
 
 
+def cut_large_files(files: list[SourceFile], cfg, log) -> list[SourceFile]:
+    """Mark the text files (no data.delimiter) that are read as many documents rather than one:
+    those over data.large_file_bytes, cut into documents of about data.document_bytes; and the only
+    file of a corpus of one text file (a novel, a dump), which could not otherwise be split into
+    train and val, cut into at least 16 documents (of 1 kB or more). Says so in one line."""
+    if cfg.delimiter is not None or cfg.large_file_bytes is None:
+        return files
+    alone = len(files) == 1 and files[0].format == TEXT
+    size = {f.name: (max(_MIN_CUT, min(cfg.document_bytes, f.size // 16)) if alone else cfg.document_bytes)
+            for f in files if f.format == TEXT and (f.size > cfg.large_file_bytes or alone)}
+    size = {name: n for name, n in size.items() if n < next(f.size for f in files if f.name == name)}
+    if not size:
+        return files
+    cut = sorted(size)
+    what = (f"{cut[0]} ({files[0].size / 1e6:.2f} MB, the corpus's only file)" if alone else
+            f"{len(cut)} text file{'s' if len(cut) > 1 else ''} over data.large_file_bytes="
+            f"{cfg.large_file_bytes:,} ({cut[0]}{', ...' if len(cut) > 1 else ''})")
+    log(f"data: {what} cut into documents of ~{size[cut[0]]:,} bytes at blank lines (fixed-size "
+        f"pieces where a stretch has none); set data.delimiter, or data.large_file_bytes=null for one "
+        f"document per file")
+    return [replace(f, cut_bytes=size[f.name]) if f.name in size else f for f in files]
+
+
 def plan_pieces(files: list[SourceFile], task_bytes: int) -> list[Piece]:
     """Consecutive files grouped until a piece holds `task_bytes` (a bigger file stands alone)."""
     pieces, current, size = [], [], 0
@@ -303,6 +328,9 @@ def _utf8_message(f: SourceFile, where: str, offset: int) -> str:
 
 def _text_documents(f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str]]:
     with _open(f) as stream:
+        if f.cut_bytes is not None:
+            yield from _cut(stream, f, opts)
+            return
         if opts.delimiter is None:
             text = _decode(stream.read(), f, opts, "the file")
             if text:
@@ -333,6 +361,36 @@ def _delimited(stream, f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, 
                 yield f"{f.name}#{k}", part
                 k += 1
         if not chunk:
+            return
+
+
+_BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
+def _cut(stream, f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str]]:
+    """Documents of about f.cut_bytes characters: each ends at the first blank line after that
+    many (kept with it, so the documents joined are the file), or, when none comes within twice
+    that, exactly there (a fixed-size piece). Ids `<name>#<k>`, as a delimited file's."""
+    target = int(f.cut_bytes)
+    replace_bad = f.replace_invalid_utf8 or opts.invalid_utf8 == "replace"
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace" if replace_bad else "strict")
+    buf, k, consumed = "", 0, 0
+    while True:
+        chunk = stream.read(_READ_CHUNK)
+        pending = len(decoder.getstate()[0])
+        try:
+            buf += decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as err:
+            raise CorpusError(_utf8_message(f, "the file", consumed - pending + err.start)) from None
+        consumed += len(chunk)
+        while len(buf) >= 2 * target or (not chunk and len(buf) > target):
+            m = _BLANK_LINE.search(buf, target, 2 * target)
+            end = m.end() if m else min(2 * target, len(buf))
+            yield f"{f.name}#{k}", buf[:end]
+            buf, k = buf[end:], k + 1
+        if not chunk:
+            if buf:
+                yield f"{f.name}#{k}", buf
             return
 
 

@@ -11,14 +11,14 @@ import torch
 import torch.nn as nn
 
 from llm_ray.core.config import ModelConfig
-from llm_ray.training.model import Transformer
+from llm_ray.training.model import build_model
 
 
 class Classifier(nn.Module):
     """logits (B, K) = head(pool(body.hidden(idx))). Right padding is harmless: attention is causal,
     so no real token attends to a pad, and pooling reads only the first `lengths` positions."""
 
-    def __init__(self, body: Transformer, n_classes: int, pooling: str = "mean"):
+    def __init__(self, body: nn.Module, n_classes: int, pooling: str = "mean"):
         super().__init__()
         self.body, self.pooling = body, pooling
         self.head = nn.Linear(body.cfg.d_model, n_classes)
@@ -43,7 +43,7 @@ def build_classifier(model: dict, n_classes: int, pooling: str, seed: int,
     import fsspec
 
     torch.manual_seed(seed)
-    body = Transformer(ModelConfig(**model))
+    body = build_model(ModelConfig(**model))
     if weights is not None:
         with fsspec.open(weights, "rb") as f:
             body.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))

@@ -32,6 +32,10 @@ DEFAULT_COLUMNS = {
 }
 
 
+METRICS = {"loss": "final validation loss L [nats/token]", "bpb": "final validation loss L [bits/byte]"}
+"""fit.metric's values and their axis labels."""
+
+
 @dataclass
 class ColumnMap:
     """Names of the table's columns, so that other people's tables load without editing.
@@ -67,6 +71,10 @@ class FitConfig:
 
     columns: ColumnMap = field(default_factory=ColumnMap)
     """Column names of the input table (see `ColumnMap`)."""
+    metric: str = "loss"
+    """What L is: `loss` (nats per token, the table's `loss` column) or `bpb` (bits per byte of the
+    held-out text, its `bpb` column: comparable across tokenizers and corpora). `bpb` reads
+    fit.columns.loss from `bpb` unless that was set to another column."""
     format: str = "auto"
     """Table format: "csv", "parquet", or "auto" (from the file name's suffix)."""
     ok_status: List[str] = field(default_factory=lambda: ["ok"])
@@ -130,6 +138,9 @@ class FitConfig:
     def __post_init__(self) -> None:
         if isinstance(self.columns, dict):
             self.columns = ColumnMap(**self.columns)
+        _check(self.metric in METRICS, "metric", self.metric, 'use "loss" (nats per token) or "bpb" (bits per byte)')
+        if self.metric == "bpb" and self.columns.loss == "loss":
+            self.columns = replace(self.columns, loss="bpb")
         _check(self.format in ("auto", "csv", "parquet"), "format", self.format,
                'use "auto", "csv" or "parquet"')
         _check(len(self.ok_status) > 0, "ok_status", self.ok_status, 'list at least one status, e.g. ["ok"]')

@@ -79,7 +79,8 @@ def redraw(sweep_dirs: list[str], fit_cfg: FitConfig, out_dir: Optional[str] = N
     if len(done) < 2:
         return {}
     out = storage.to_local_or_url(out_dir or done[0][0].path("compare"))
-    write_comparison(out, [(s.plan.name, s.fitted(), fit, s.url) for s, fit in done])
+    write_comparison(out, [(s.plan.name, in_metric(s.fitted(), fit_cfg.metric), fit, s.url) for s, fit in done],
+                     metric=fit_cfg.metric)
     log(f"overlay: {storage.join(out, 'overlay.png')}")
     return {"compare": out}
 
@@ -91,13 +92,24 @@ def with_last_forecast_budgets(fit_cfg: FitConfig, sweep: SweepDir) -> FitConfig
     return dataclasses.replace(fit_cfg, predict_flops=sweep.fit.predict_flops)
 
 
-def write_comparison(out: str, sweeps: list[tuple]) -> None:
-    """overlay.png and compare.md for (name, table, fit, directory) of two or more sweeps."""
+def in_metric(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The table with `loss` in fit.metric's unit (`bpb`: bits per byte, from the `bpb` column)."""
+    if metric == "loss":
+        return table
+    if "bpb" not in table or table["bpb"].isna().all():
+        raise ValueError("fit.metric=bpb: this results table has no `bpb` values (written by an llm-ray "
+                         "without bits per byte): re-run the sweep, or use fit.metric=loss.")
+    return table.assign(loss=table["bpb"])
+
+
+def write_comparison(out: str, sweeps: list[tuple], metric: str = "loss") -> None:
+    """overlay.png and compare.md for (name, table, fit, directory) of two or more sweeps; with
+    metric=bpb in bits per byte, the unit in which sweeps with different tokenizers compare."""
     from llm_ray.reporting.plots import overlay_png
 
     storage.write_bytes_atomic(storage.join(out, "overlay.png"),
-                               overlay_png([(name, table, fit) for name, table, fit, _ in sweeps]))
-    lines = ["# Sweeps compared", ""]
+                               overlay_png([(name, table, fit) for name, table, fit, _ in sweeps], metric=metric))
+    lines = ["# Sweeps compared", "", f"L in {'bits per byte' if metric == 'bpb' else 'nats per token'}.", ""]
     for name, _, fit, d in sweeps:
         a3 = fit.approach("approach3")
         words = f"E = {a3.E:.3f}, a = {a3.a:.3f}, b = {a3.b:.3f}" if a3.ok else "approach 3 not available"

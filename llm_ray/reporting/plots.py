@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 from llm_ray.core.records import FitRecord  # noqa: E402
+from llm_ray.fitting.config import METRICS  # noqa: E402
 from llm_ray.fitting.parametric import frontier, loss_nd  # noqa: E402
 
 
@@ -88,7 +89,7 @@ def loss_contour_png(table: pd.DataFrame, fit: FitRecord) -> bytes:
     return png(fig)
 
 
-def overlay_png(sweeps: list[tuple[str, pd.DataFrame, FitRecord]]) -> bytes:
+def overlay_png(sweeps: list[tuple[str, pd.DataFrame, FitRecord]], metric: str = "loss") -> bytes:
     """Two or more sweeps on the same axes: IsoFLOP points (left) and the compute-optimal N (right)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.2))
     markers = "osD^v<>"
@@ -111,7 +112,7 @@ def overlay_png(sweeps: list[tuple[str, pd.DataFrame, FitRecord]]) -> bytes:
                        label=f"{label}: approach 3, a={a3.a:.2f}")
     left.set_xscale("log")
     left.set_xlabel("parameters N")
-    left.set_ylabel("final validation loss L [nats/token]")
+    left.set_ylabel(METRICS[metric])
     left.set_title("IsoFLOP curves (labels: budget C in FLOPs)")
     right.set_xscale("log")
     right.set_yscale("log")

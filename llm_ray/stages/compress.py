@@ -77,7 +77,12 @@ def check_inputs(sweep_dir: str, cells: list[SweepCell], todo: list[Setting]) ->
     any evaluation starts."""
     SweepDir(sweep_dir).check_weights(cells)
     for c in cells:
-        shape = c.record.model.shape()
+        model = c.record.model
+        if model.family != "gpt2" or model._target_:
+            raise ValueError(f"cell {c.cell_id} trained model.family={model.family}"
+                             f"{f' (model._target_={model._target_})' if model._target_ else ''}: the compression "
+                             f"stage handles llm-ray's gpt2 model only, so far.")
+        shape = model.shape()
         for s in todo:
             check_widths(shape, s, where=f"cell {c.cell_id} ({s.label})")
 

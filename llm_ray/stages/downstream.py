@@ -84,6 +84,7 @@ def run_downstream(sweep_dir: str, cfg: DownstreamConfig, resources: Optional[Re
     """The whole stage for one task: checks, trials, baselines, table, fits, report."""
     from llm_ray.reporting.downstream import write_downstream_report
 
+    check_extra_installed()
     sweep_dir = storage.to_local_or_url(sweep_dir)
     cells = read_cells(sweep_dir)
     tokenizer_path = check_checkpoints(cells)
@@ -111,6 +112,15 @@ def run_downstream(sweep_dir: str, cfg: DownstreamConfig, resources: Optional[Re
 # --------------------------------------------------------------------------------------------
 # Checks, before any trial
 # --------------------------------------------------------------------------------------------
+
+def check_extra_installed() -> None:
+    """The stage's baselines and metrics need scikit-learn, an optional dependency."""
+    import importlib.util
+
+    if importlib.util.find_spec("sklearn") is None:
+        raise ValueError("the downstream stage needs scikit-learn: install the downstream extra, "
+                         "`pip install 'llm-ray[downstream]'` (`make setup` does).")
+
 
 def sweep_wandb(wandb_cfg: Optional[WandbConfig], cells: list[SweepCell]) -> WandbConfig:
     """The W&B settings given (else the sweep's), with the sweep's resolved local directory when none

@@ -46,9 +46,10 @@ def run_validation(sweep_dir: str, flops: list, log=print, sources: Optional[lis
     table = read_results(sweep_dir)
     fitted = fitted_rows(table)
     outcome = fit_all(fitted, fit_cfg)
-    from llm_ray.training.launch import prepare
+    from llm_ray.training.launch import prepare, with_data_vocab
 
     data = prepare(with_sources(base, sources), log=log)
+    base = with_data_vocab(base, data)
     budgets = [forecast_budget(outcome, sweep, base, data.n_train_tokens, float(c), sweep_dir) for c in flops]
     key = fit_key(fitted, outcome.cfg)
     registrations = register(sweep_dir, key, outcome.cfg.ci_level, budgets, log)

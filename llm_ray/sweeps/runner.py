@@ -61,7 +61,8 @@ def plan_context(base: TrainJobConfig, train_tokens: Optional[int]) -> PlanConte
     m, t = base.model, base.trainer
     return PlanContext(seq_len=m.seq_len, vocab_size=m.vocab_size, tie_embeddings=m.tie_embeddings, lr=t.lr,
                        global_batch_tokens=t.global_batch_tokens, micro_batch_tokens=t.micro_batch_size * m.seq_len,
-                       warmup_steps=t.warmup_steps, num_workers=t.num_workers, train_tokens=train_tokens)
+                       warmup_steps=t.warmup_steps, num_workers=t.num_workers, train_tokens=train_tokens,
+                       family=m.family, qk_norm=m.qk_norm, bias=m.bias)
 
 
 def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[PreparedData] = None
@@ -99,11 +100,12 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
 def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> SweepRun:
     """Plan, train the unfinished cells, and write the results table (results.parquet/.csv)."""
     from llm_ray.sweeps.results import collect_results, write_results
-    from llm_ray.training.launch import prepare, resolve_paths
+    from llm_ray.training.launch import prepare, resolve_paths, with_data_vocab
 
     validate_train_job(base)
     base = sweep_base(resolve_paths(base), sweep)
     data = None if sweep.dry_run else prepare(base, log=log)
+    base = with_data_vocab(base, data) if data else base
     # The corpus is read: from here on, no credential of data.sources travels (Tune's state, records).
     base = redact_sources(base, secret_values(os.environ))
     sweep_dir, planned, plan_record = plan_sweep(base, sweep, data)

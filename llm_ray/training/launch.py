@@ -140,13 +140,25 @@ def start_local_cluster(job: TrainJobConfig, env_vars: dict) -> None:
         auth_log.setLevel(level)
 
 
+def with_data_vocab(job: TrainJobConfig, data) -> TrainJobConfig:
+    """The job with the vocabulary of the data it trains on: with data.tokenizer (a tokenizer.json of
+    one's own) the file, not data.vocab_size, sets the size of the embedding and the LM head."""
+    if not job.data.tokenizer or job.model.vocab_size == data.vocab_size:
+        return job
+    return dataclasses.replace(job, model=dataclasses.replace(job.model, vocab_size=data.vocab_size),
+                               data=dataclasses.replace(job.data, vocab_size=data.vocab_size))
+
+
 def prepare(job: TrainJobConfig, log=print):
     """Tokenize the corpus (once; cached by content; a large one by Ray Data tasks on the cluster
     this job's Ray joins or starts) and check the run fits it."""
     from llm_ray.data import check_fits, prepare_data
 
+    from llm_ray.training.model import check_ledger
+
+    check_ledger(job.model)  # before any tokenizing: a model the ledger does not count is the user's to fix
     data = prepare_data(job.data, job.data.cache_dir, log=log, start_ray=lambda: init_ray(job))
-    check_fits(data, job.model.seq_len, job.trainer.eval_tokens)
+    check_fits(data, job.model.seq_len, job.trainer.eval_tokens, log=log)
     return data
 
 
@@ -198,6 +210,7 @@ def run_training(job: TrainJobConfig, log=print) -> RunRecord:
     validate_train_job(job)
     job = resolve_paths(job)
     data = prepare(job, log=log)
+    job = with_data_vocab(job, data)
     init_ray(job)
     run_dir = storage.join(job.trainer.storage_path, job.trainer.name)
     build_trainer(RunSpec(job=job, data=data, run_dir=run_dir)).fit()

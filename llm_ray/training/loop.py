@@ -22,7 +22,7 @@ import torch.distributed as dist
 from llm_ray.core import flops as ledger
 from llm_ray.core.config import batch_geometry, total_steps
 from llm_ray.core.divergence import LossWatch, patience_steps
-from llm_ray.core.records import RunRecord
+from llm_ray.core.records import RunRecord, bits_per_byte
 from llm_ray.io import storage
 
 
@@ -50,9 +50,10 @@ class WorkerRun:
     def __init__(self, spec):
         import ray.train
 
-        from llm_ray.data import load_split, val_windows
+        from llm_ray.data import load_split, load_tokenizer, val_windows
+        from llm_ray.data.shards import eval_bytes_per_token
         from llm_ray.training import engine as ds
-        from llm_ray.training.model import Transformer
+        from llm_ray.training.model import build_model
 
         self.t_start = time.time()
         _quiet_ray_train_reports()
@@ -70,8 +71,8 @@ class WorkerRun:
         ds.init_distributed(self.res.use_gpu)
 
         torch.manual_seed(self.t.seed)  # identical initial weights on every rank
-        model = Transformer(self.m)
-        self.n_params = model.num_params()
+        model = build_model(self.m)
+        self.n_params = sum(p.numel() for p in model.parameters())
         self.engine, self.scheduler = ds.build_engine(model, job.deepspeed, self.t, self.m, self.res.use_gpu)
         # Under ZeRO-3 each rank holds only its shard (ds_tensor) of every parameter.
         self.local_numel = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
@@ -89,6 +90,8 @@ class WorkerRun:
         self.per_rank = len(vx) // self.world
         lo, hi = self.rank * self.per_rank, (self.rank + 1) * self.per_rank
         self.vx, self.vy = vx[lo:hi], vy[lo:hi]
+        # Bytes of held-out text per evaluated token, for the loss in bits per byte beside nats per token.
+        self.bytes_per_token = eval_bytes_per_token(load_tokenizer(spec.data.tokenizer_path), vy[:self.per_rank * self.world])
         self.logger = self._logger()
 
         self.status, self.reason = "ok", ""
@@ -175,7 +178,8 @@ class WorkerRun:
     def evaluate_untrained(self) -> None:
         if self.start_step == 0:
             self.val_loss = self.evaluate()
-            self.history.append({**self.base_row(0), "val_loss": self.val_loss})
+            self.history.append({**self.base_row(0), "val_loss": self.val_loss,
+                                 "val_bpb": bits_per_byte(self.val_loss, self.bytes_per_token)})
 
     def inject_failure(self, step: int) -> None:
         """trainer.fail_at_step: a test's lost node (first attempt only, no clean-up)."""
@@ -234,6 +238,7 @@ class WorkerRun:
         if is_eval:
             self.val_loss = self.evaluate() if self.status == "ok" else float("nan")
             row["val_loss"] = self.val_loss
+            row["val_bpb"] = bits_per_byte(self.val_loss, self.bytes_per_token)
         if is_log:
             tok_s = self.window_tokens / (time.perf_counter() - self.window_t)
             row.update(tokens_per_s=tok_s, mfu=ledger.mfu(tok_s, self.per_token.exact, self.peak * self.world))
@@ -247,7 +252,7 @@ class WorkerRun:
         self.logger.log({"step": done, "tokens": row["tokens"], "flops": row["flops_exact"],
                          "train/loss": row["train_loss"], "train/lr": row["lr"], "train/grad_norm": row["grad_norm"],
                          "perf/tokens_per_s": row["tokens_per_s"], "perf/mfu": row["mfu"],
-                         **({"val/loss": self.val_loss} if is_eval else {})})
+                         **({"val/loss": self.val_loss, "val/bpb": row["val_bpb"]} if is_eval else {})})
         steps_run = done - self.start_step
         eta = (self.steps - done) * self.train_time / steps_run if steps_run > 0 else 0
         print(f"[{self.t.name}] step {done}/{self.steps} loss {row['train_loss']:.4f}"
@@ -361,6 +366,8 @@ class WorkerRun:
             tokens=tokens, steps=final["step"],
             **{f"flops_{k}": v * tokens for k, v in self.per_token._asdict().items()},
             final_train_loss=final.get("train_loss"), final_val_loss=evals[-1] if evals else None,
+            final_val_bpb=bits_per_byte(evals[-1], self.bytes_per_token) if evals else None,
+            val_bytes_per_token=self.bytes_per_token,
             wall_s=time.time() - self.t_start,
             startup_s=(self.t_first_step - self.t_start) if self.t_first_step else None,
             t_worker_start=self.t_start, t_first_step=self.t_first_step,

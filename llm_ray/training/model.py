@@ -115,3 +115,41 @@ class Transformer(nn.Module):
     def num_params(self) -> int:
         """sum(p.numel()) over unique parameters (the tied head is counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model a config names: your class (`model._target_`, built as `Class(cfg)`), else
+    llm-ray's own of model.family (`gpt2`: Transformer here; `llama`: llm_ray.training.llama)."""
+    if cfg._target_:
+        import importlib
+
+        module, _, name = cfg._target_.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"model._target_={cfg._target_!r} cannot be imported ({err}): put its package on "
+                             f"PYTHONPATH (Ray workers inherit it) or install it.") from None
+        return cls(cfg)
+    if cfg.family == "llama":
+        from llm_ray.training.llama import Llama
+
+        return Llama(cfg)
+    return Transformer(cfg)
+
+
+def check_ledger(cfg: ModelConfig) -> int:
+    """Build the model on the meta device (no memory) and check that sum(numel) is what the FLOPs
+    ledger of model.family counts; returns it. A ValueError names both numbers and the fix: the
+    ledger's parameter and FLOP counts are what the planner sizes the sweep by."""
+    from llm_ray.core import flops as ledger
+
+    with torch.device("meta"):
+        model = build_model(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    expected = ledger.param_count(cfg.shape()).total
+    if n != expected:
+        what = f"model._target_={cfg._target_}" if cfg._target_ else f"model.family={cfg.family}"
+        raise ValueError(f"{what} has {n:,} parameters but the {cfg.family} ledger counts {expected:,} for "
+                         f"this shape: make the module follow model.family's parameter layout (see "
+                         f"docs/models-and-data.md), or set model.family to the ledger it follows.")
+    return n

@@ -14,7 +14,7 @@ import torch
 
 from llm_ray.core.records import RunRecord
 from llm_ray.io import storage
-from llm_ray.training.model import Transformer
+from llm_ray.training.model import Transformer, build_model
 
 
 def load_trained(run_dir: str, record: RunRecord) -> Transformer:
@@ -25,7 +25,7 @@ def load_trained(run_dir: str, record: RunRecord) -> Transformer:
     fs, path = storage.fs_and_path(storage.join(run_dir, record.weights))
     with fs.open(path, "rb") as f:
         state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
-    model = Transformer(record.model)
+    model = build_model(record.model)
     model.load_state_dict(state)
     return model.eval()
 
