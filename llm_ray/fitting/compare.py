@@ -364,3 +364,12 @@ def n_opt_law_ratio(ca, ma, cb, mb, targets, est) -> tuple:
     lb, sb, xb = fit_line(np.log10(cb), mb.log_n)
     return tuple((float(t), est(np.exp((lb + sb * (np.log10(t) - xb)) - (la + sa * (np.log10(t) - xa)))))
                  for t in targets)
+
+
+def trend_verdict(slope: Estimate) -> str:
+    """`growing` or `fading` when the slope's interval excludes 0, else `constant` (within what the
+    sweeps can tell); `unknown` without an interval."""
+    if slope.ci is None:
+        return "unknown"
+    lo, hi = slope.ci
+    return "growing" if lo > 0 else "fading" if hi < 0 else "constant"
