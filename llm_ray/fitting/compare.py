@@ -259,7 +259,9 @@ class BudgetRow:
     in_a: bool
     in_b: bool
     b_measured: bool
-    """B's loss here is its measured IsoFLOP minimum (else: B's fitted frontier at this C)."""
+    """k here puts B's measured IsoFLOP minimum through A's frontier (else: k is the trend's at this C)."""
+    in_trend: bool
+    """This budget's k entered the trend (B's loss lies within A's measured minima)."""
     k: Estimate
     n_opt_ratio: Optional[Estimate]
     """N_opt of B over N_opt of A at this C, where both sweeps measured a vertex here."""
@@ -292,22 +294,39 @@ def compare_sweeps(a: SweepPoints, b: SweepPoints, s: CompareSettings) -> Compar
     """The multiplier at every budget of both sweeps, its trend and its value at the targets."""
     if s.resample not in RESAMPLE:
         raise ValueError(f"compare.resample={s.resample!r}: use one of {', '.join(RESAMPLE)}.")
-    (ca, ma, fa, notes_a), (cb, mb, fb, notes_b) = (sweep_side(p, s, seed) for p, seed in ((a, s.seed), (b, s.seed + 1)))
+    (ca, ma, fa, notes_a), (cb, mb, _, notes_b) = (sweep_side(p, s, seed) for p, seed in ((a, s.seed), (b, s.seed + 1)))
     dof = min(residual_dof(a, s.min_sizes), residual_dof(b, s.min_sizes))
 
     def est(samples: np.ndarray) -> Estimate:
         return Estimate.of(samples, s.ci_level, dof)
 
-    rows, log_k_b = budget_rows(ca, ma, fa, cb, mb, fb, s.same_budget_dex, est)
-    intercept, slope, centre = fit_line(np.log10(cb), log_k_b / np.log(10))
-    targets = tuple((float(t), est(10 ** (intercept + slope * (np.log10(t) - centre)))) for t in s.target_flops)
+    log_k_b, in_trend = measured_log_k(ma, fa, cb, mb)
+    if in_trend.sum() < 2:
+        raise ValueError(f"{in_trend.sum()} of B's budgets reach a loss inside A's measured frontier; the trend "
+                         "needs 2: give sweeps whose budgets overlap (a loss both reach).")
+    intercept, slope, centre = fit_line(np.log10(cb), np.where(in_trend, log_k_b, np.nan) / np.log(10))
+
+    def trend(c: float) -> np.ndarray:
+        return 10 ** (intercept + slope * (np.log10(c) - centre))
+
+    rows = budget_rows(ca, ma, cb, mb, np.exp(log_k_b), in_trend, trend, s.same_budget_dex, est)
     failed = float(np.mean(~np.isfinite(slope[1:]))) if s.n_resamples else 0.0
     notes = notes_a + notes_b + ((f"{100 * failed:.0f}% of bootstrap replicates gave no multiplier trend",)
                                  if failed > 0.05 else ())
     return Comparison(budgets=tuple(rows), slope=est(slope), centre=(float(10 ** centre), est(10 ** intercept)),
-                      targets=targets, n_opt_law_ratio=n_opt_law_ratio(ca, ma, cb, mb, s.target_flops, est),
+                      targets=tuple((float(t), est(trend(t))) for t in s.target_flops),
+                      n_opt_law_ratio=n_opt_law_ratio(ca, ma, cb, mb, s.target_flops, est),
                       frontier_a="curved" if fa.q[0] != 0 else "power law", failed_fraction=failed,
                       residual_dof=dof, notes=notes)
+
+
+def measured_log_k(ma: Minima, fa: Frontier, cb: np.ndarray, mb: Minima) -> tuple[np.ndarray, np.ndarray]:
+    """log k at each of B's budgets (R + 1, G_B): B's measured minimum through the inverse of A's
+    frontier; and which of them enter the trend: those whose loss lies within A's measured minima
+    (beyond them A's frontier is extrapolated, and a curved one bends where no data holds it)."""
+    log_k = fa.inverse(np.log(mb.loss)) - np.log(cb)[None, :]
+    lo, hi = np.nanmin(ma.loss[0]), np.nanmax(ma.loss[0])
+    return log_k, mb.inside & (mb.loss[0] >= lo) & (mb.loss[0] <= hi)
 
 
 def residual_dof(p: SweepPoints, min_sizes: int) -> float:
@@ -337,25 +356,21 @@ def same_budget(c: np.ndarray, dex: float) -> np.ndarray:
     return np.round(np.log10(c) / dex).astype(int)
 
 
-def budget_rows(ca, ma, fa, cb, mb, fb, dex: float, est):
-    """A row per budget of either sweep; and log k at each of B's budgets (R + 1, G_B), for the trend."""
-    rows, log_k_b = [], np.full(mb.loss.shape, np.nan)
+def budget_rows(ca, ma, cb, mb, k_b, in_trend, trend, dex: float, est) -> list:
+    """A row per budget of either sweep: k measured where B measured a minimum, else on the trend."""
+    rows = []
     for key in sorted(set(same_budget(np.r_[ca, cb], dex))):
         ia, ib = np.flatnonzero(same_budget(ca, dex) == key), np.flatnonzero(same_budget(cb, dex) == key)
         c = float(cb[ib[0]] if len(ib) else ca[ia[0]])
         measured_b = bool(len(ib) and mb.inside[ib[0]])
-        log_lb = np.log(mb.loss[:, ib[0]]) if measured_b else fb(np.log(c))[:, 0]
-        log_k = fa.inverse(log_lb[:, None])[:, 0] - np.log(c)
-        within = bool(np.nanmin(ma.loss[0]) <= np.exp(log_lb[0]) <= np.nanmax(ma.loss[0]))
-        if measured_b and within:
-            log_k_b[:, ib[0]] = log_k
-        both = measured_b and len(ia) and ma.inside[ia[0]]
+        a_ok = bool(len(ia) and ma.inside[ia[0]])
         rows.append(BudgetRow(
-            flops=c, in_a=bool(len(ia)), in_b=bool(len(ib)), b_measured=measured_b, k=est(np.exp(log_k)),
-            n_opt_ratio=est(np.exp(mb.log_n[:, ib[0]] - ma.log_n[:, ia[0]])) if both else None,
-            loss_a=float(ma.loss[0, ia[0]]) if len(ia) and ma.inside[ia[0]] else None,
+            flops=c, in_a=bool(len(ia)), in_b=bool(len(ib)), b_measured=measured_b,
+            in_trend=bool(measured_b and in_trend[ib[0]]), k=est(k_b[:, ib[0]] if measured_b else trend(c)),
+            n_opt_ratio=est(np.exp(mb.log_n[:, ib[0]] - ma.log_n[:, ia[0]])) if measured_b and a_ok else None,
+            loss_a=float(ma.loss[0, ia[0]]) if a_ok else None,
             loss_b=float(mb.loss[0, ib[0]]) if measured_b else None))
-    return rows, log_k_b
+    return rows
 
 
 def n_opt_law_ratio(ca, ma, cb, mb, targets, est) -> tuple:
