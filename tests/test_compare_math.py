@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llm_ray.fitting.compare import (CompareSettings, SweepPoints, compare_sweeps, expanded_interval,
+from llm_ray.core.comparison import CompareConfig
+from llm_ray.fitting.compare import (SweepPoints, compare_sweeps, expanded_interval,
                                      trend_verdict)
 
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
@@ -49,7 +50,7 @@ def draws(k_of_c, n=100, resamples=200):
     for seed in range(n):
         rng = np.random.default_rng(seed)
         a, b = sweep(lambda c: 1.0 + 0 * c, rng), sweep(k_of_c, rng)
-        yield compare_sweeps(a, b, CompareSettings(n_resamples=resamples, seed=seed, target_flops=(1e19,)))
+        yield compare_sweeps(a, b, CompareConfig(n_resamples=resamples, seed=seed, target_flops=(1e19,)))
 
 
 def inside(estimate, truth) -> bool:
@@ -78,7 +79,7 @@ def test_a_fading_gain_is_called_fading_and_a_constant_one_constant():
 def test_without_noise_the_multiplier_and_the_shift_of_n_opt_are_exact():
     rng = np.random.default_rng(0)
     a, b = sweep(lambda c: 1.0 + 0 * c, rng, sigma=0.0), sweep(constant, rng, sigma=0.0)
-    r = compare_sweeps(a, b, CompareSettings(n_resamples=20, target_flops=(1e19,)))
+    r = compare_sweeps(a, b, CompareConfig(n_resamples=20, target_flops=(1e19,)))
     assert [row.k.value for row in r.budgets] == pytest.approx([1.5] * 5, rel=0.01)
     assert r.frontier_a == "curved"
     # B is A at 1.5 C: N_opt,B(C) = N_opt,A(1.5 C) = 1.5^a N_opt,A(C), a = beta / (alpha + beta)
@@ -94,7 +95,7 @@ def test_a_straight_frontier_through_a_bending_law_would_invent_a_trend():
     straight = compare.CURVED_MIN_BUDGETS
     try:
         compare.CURVED_MIN_BUDGETS = 99
-        r = compare_sweeps(a, b, CompareSettings(n_resamples=20))
+        r = compare_sweeps(a, b, CompareConfig(n_resamples=20))
     finally:
         compare.CURVED_MIN_BUDGETS = straight
     assert r.frontier_a == "power law"
@@ -105,7 +106,7 @@ def test_sweeps_on_different_ladders_use_the_fitted_frontier_where_b_has_no_budg
     rng = np.random.default_rng(1)
     a = sweep(lambda c: 1.0 + 0 * c, rng)
     b = sweep(constant, rng, budgets=BUDGETS[::2] * 1.6)  # 3 budgets, none shared with A
-    r = compare_sweeps(a, b, CompareSettings(n_resamples=100))
+    r = compare_sweeps(a, b, CompareConfig(n_resamples=100))
     assert len(r.budgets) == 8
     assert sum(row.b_measured for row in r.budgets) == 3
     assert not any(row.in_a and row.in_b for row in r.budgets)
@@ -117,7 +118,7 @@ def test_a_sweep_without_two_bracketed_minima_is_refused_with_the_fix():
     rng = np.random.default_rng(0)
     a = sweep(lambda c: 1.0 + 0 * c, rng, budgets=BUDGETS[:1])
     with pytest.raises(ValueError, match="sweep.sizes"):
-        compare_sweeps(a, sweep(constant, rng), CompareSettings(n_resamples=10))
+        compare_sweeps(a, sweep(constant, rng), CompareConfig(n_resamples=20))
 
 
 def test_the_interval_is_expanded_for_few_degrees_of_freedom_and_shifted_for_bias():

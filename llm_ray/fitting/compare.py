@@ -36,9 +36,9 @@ from typing import NamedTuple, Optional
 import numpy as np
 from scipy.special import ndtr, ndtri, stdtrit
 
+from llm_ray.core.comparison import CompareConfig
 from llm_ray.fitting.bootstrap import draw_run_counts, percentile_interval
 
-RESAMPLE = ("residuals", "runs")
 CURVED_MIN_BUDGETS = 4
 """A's frontier is fitted with curvature from this many usable budgets on (a power law below)."""
 
@@ -67,20 +67,6 @@ class SweepPoints(NamedTuple):
     def group_flops(self) -> np.ndarray:
         """C of each budget: the geometric mean of its runs' C (as approach 2 takes it)."""
         return np.exp(np.array([np.log(self.flops[self.group == g]).mean() for g in range(self.n_groups)]))
-
-
-@dataclass(frozen=True)
-class CompareSettings:
-    """How the multiplier is estimated (the command's `compare.*` settings, without file paths)."""
-
-    target_flops: tuple = ()
-    ci_level: float = 0.9
-    n_resamples: int = 400
-    seed: int = 0
-    resample: str = "residuals"
-    min_sizes: int = 3
-    same_budget_dex: float = 0.02
-    """Two budgets closer than this in log10 C are the same budget (a common cell of both ladders)."""
 
 
 class Minima(NamedTuple):
@@ -281,6 +267,8 @@ class Comparison:
     measurement pooled, the steadiest single number."""
     targets: tuple
     """(C, Estimate of k) for each target budget, carried along the trend."""
+    band: tuple
+    """(C, Estimate of k) on the trend at 25 budgets from the smallest measured to the largest target."""
     n_opt_law_ratio: tuple
     """(C, Estimate of N_opt,B / N_opt,A) on the two sweeps' N_opt power laws, at each target."""
     frontier_a: str
@@ -290,10 +278,8 @@ class Comparison:
     notes: tuple = field(default_factory=tuple)
 
 
-def compare_sweeps(a: SweepPoints, b: SweepPoints, s: CompareSettings) -> Comparison:
+def compare_sweeps(a: SweepPoints, b: SweepPoints, s: CompareConfig) -> Comparison:
     """The multiplier at every budget of both sweeps, its trend and its value at the targets."""
-    if s.resample not in RESAMPLE:
-        raise ValueError(f"compare.resample={s.resample!r}: use one of {', '.join(RESAMPLE)}.")
     (ca, ma, fa, notes_a), (cb, mb, _, notes_b) = (sweep_side(p, s, seed) for p, seed in ((a, s.seed), (b, s.seed + 1)))
     dof = min(residual_dof(a, s.min_sizes), residual_dof(b, s.min_sizes))
 
@@ -315,6 +301,7 @@ def compare_sweeps(a: SweepPoints, b: SweepPoints, s: CompareSettings) -> Compar
                                  if failed > 0.05 else ())
     return Comparison(budgets=tuple(rows), slope=est(slope), centre=(float(10 ** centre), est(10 ** intercept)),
                       targets=tuple((float(t), est(trend(t))) for t in s.target_flops),
+                      band=tuple((float(c), est(trend(c))) for c in band_grid(ca, cb, s.target_flops)),
                       n_opt_law_ratio=n_opt_law_ratio(ca, ma, cb, mb, s.target_flops, est),
                       frontier_a="curved" if fa.q[0] != 0 else "power law", failed_fraction=failed,
                       residual_dof=dof, notes=notes)
@@ -329,6 +316,11 @@ def measured_log_k(ma: Minima, fa: Frontier, cb: np.ndarray, mb: Minima) -> tupl
     return log_k, mb.inside & (mb.loss[0] >= lo) & (mb.loss[0] <= hi)
 
 
+def band_grid(ca: np.ndarray, cb: np.ndarray, targets) -> np.ndarray:
+    everything = np.r_[ca, cb, np.asarray(list(targets), dtype=np.float64)]
+    return np.geomspace(everything.min(), everything.max(), 25)
+
+
 def residual_dof(p: SweepPoints, min_sizes: int) -> float:
     """Spare degrees of freedom of a sweep's parabolas (runs - 3 per fitted budget): how well its
     noise is known."""
@@ -337,7 +329,7 @@ def residual_dof(p: SweepPoints, min_sizes: int) -> float:
     return float(max(1, sum(n - 3 for n in counts)))
 
 
-def sweep_side(p: SweepPoints, s: CompareSettings, seed: int):
+def sweep_side(p: SweepPoints, s: CompareConfig, seed: int):
     """(budget C, minima, frontier fit, notes) of one sweep, every replicate."""
     w, y = replicate_losses(p, s.n_resamples, seed, s.resample, s.min_sizes)
     minima = budget_minima(p, w, y, s.min_sizes)
