@@ -65,7 +65,12 @@ def app(cfg: DictConfig) -> None:
     dirs = run_variants(variants, list(cfg.common)) if variants else [str(d) for d in cfg.sweep_dirs]
     if variants and not compare_cfg.labels:
         compare_cfg.labels = list(variants)
-    out_dir = storage.to_local_or_url(str(cfg.out_dir)) if cfg.out_dir else HydraConfig.get().runtime.output_dir
+    if cfg.out_dir:
+        out_dir = storage.to_local_or_url(str(cfg.out_dir))
+    elif variants:  # beside the sweeps it ran
+        out_dir = storage.join(dirs[0].rstrip("/").rsplit("/", 1)[0], f"compare-{'-vs-'.join(compare_cfg.labels)}")
+    else:
+        out_dir = HydraConfig.get().runtime.output_dir
     run_compare(dirs, compare_cfg, out_dir, wandb_cfg=OmegaConf.to_object(cfg.wandb))
     print(f"compare: {out_dir}/compare.md, compare.json, compare.png")
 
