@@ -116,3 +116,24 @@ def test_a_floor_whose_interval_reaches_zero_is_not_identified(tmp_path):
     b = write_sweep(tmp_path, "variant", 1.5, seed=2)
     rec = compare_dirs([a, b], CompareConfig(n_resamples=50), log=lambda *_: None)
     assert not rec.floor.identified and "not identified" in rec.floor.note
+
+
+def test_the_named_experiment_composes_two_sweeps_that_differ_only_in_beta2():
+    from llm_ray.cli import compose, compose_sweep
+
+    cfg = compose("compare", ["+experiment=compare_beta2"])
+    (la, a), (lb, b) = cfg.variants.items()
+    (job_a, sweep_a, _), (job_b, sweep_b, _) = (compose_sweep(*cfg.common, *v) for v in (a, b))
+    assert (la, lb) == ("beta2_999", "beta2_95")
+    assert job_a.trainer.betas == [0.9, 0.999] and job_b.trainer.betas == [0.9, 0.95]
+    assert sweep_a.budgets == sweep_b.budgets == [2.0e11, 5.0e11, 1.2e12] and sweep_a.held_out_budgets == []
+    assert sweep_a.name != sweep_b.name
+    assert job_a.data == job_b.data and job_a.model == job_b.model
+
+
+def test_compare_is_refused_as_a_stage_of_one_sweep():
+    from llm_ray.sweep import stage_commands
+
+    (stage,) = stage_commands(["compare"])
+    with pytest.raises(ValueError, match="needs two sweeps"):
+        stage.check(None)

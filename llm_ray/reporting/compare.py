@@ -18,22 +18,22 @@ def headline(r: CompareRecord) -> str:
     """`B is worth 1.4x [1.2, 1.7] A's compute at 1e12 FLOPs (90% interval; excludes 1), constant with C ...`"""
     a, b = r.labels
     k = f"{with_interval(r.centre_k, r.centre_ci, '.3g')}"
-    verdict = excludes(r.centre_ci)
+    verdict = excludes(r.centre_ci, r.labels)
     lines = [f"compare: {b} is worth {k}x {a}'s compute at C = {r.centre_flops:.3g} FLOPs "
              f"({pct(r.ci_level)} interval; {verdict}); {trend_words(r)}"]
     for t in r.targets:
         lines.append(f"compare: carried to C = {t.flops:.3g}: {with_interval(t.k, t.k_ci, '.3g')}x "
-                     f"({excludes(t.k_ci)})")
+                     f"({excludes(t.k_ci, r.labels)})")
     return "\n".join(lines)
 
 
-def excludes(ci) -> str:
+def excludes(ci, labels=("A", "B")) -> str:
     if ci is None:
         return "no interval"
     if ci[0] > 1:
-        return "the interval excludes 1: B is better"
+        return f"the interval excludes 1: {labels[1]} is better"
     if ci[1] < 1:
-        return "the interval excludes 1: A is better"
+        return f"the interval excludes 1: {labels[0]} is better"
     return "the interval includes 1: no difference shown"
 
 
@@ -70,7 +70,7 @@ def compare_markdown(r: CompareRecord) -> str:
                      f"{fmt(row.loss_a)} | {fmt(row.loss_b)} |")
     lines += ["", f"**Trend.** log10 k = const + s log10 C over {b}'s budgets: s = "
                   f"{with_interval(r.slope, r.slope_ci, '.3f')}: {trend_words(r)}.", ""]
-    lines += [f"- At C = {t.flops:.3g}: k = {with_interval(t.k, t.k_ci)} ({excludes(t.k_ci)}); N_opt,B / N_opt,A = "
+    lines += [f"- At C = {t.flops:.3g}: k = {with_interval(t.k, t.k_ci)} ({excludes(t.k_ci, r.labels)}); N_opt,B / N_opt,A = "
               f"{with_interval(t.n_opt_ratio, t.n_opt_ratio_ci)}. The interval holds the slope's uncertainty times "
               f"the distance from the measured budgets: it is as wide as the sweeps allow." for t in r.targets]
     lines += floor_lines(r) + [""] + [f"- {n}" for n in r.notes] + ["", "![multiplier](compare.png)", ""]
