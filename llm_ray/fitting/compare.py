@@ -3,8 +3,10 @@
     k(C) = C_A(L_B(C)) / C
 
 is how much more compute variant A needs to reach the loss B reaches with C (k > 1: B is better;
-k = 1.5: B's change is worth 50% more compute). DeepSeek LLM (2024, Sec. 3) states its ablations
-this way, and Marin's scaling comparisons overlay recipes' IsoFLOP frontiers to read the same gap.
+k = 1.5: B's change is worth 50% more compute): the "effective compute" of algorithmic progress
+(Ho et al. 2024). DeepSeek LLM (Bi et al. 2024, Sec. 3) fits IsoFLOP laws per dataset and reads the
+shift of N_opt; Marin runs one IsoFLOP suite per recipe or data mix and reads the frontiers side by
+side: this turns such an overlay into a number with an interval.
 
 The estimator, all vectorised over bootstrap replicates (milliseconds for hundreds of them):
 1. each budget's IsoFLOP parabola in log N and its vertex (Hoffmann et al. 2022, Sec. 3.2, as
@@ -12,18 +14,19 @@ The estimator, all vectorised over bootstrap replicates (milliseconds for hundre
 2. A's frontier log L = l + c u + q u^2 in u = log C (q = 0, a power law, with fewer than 4 budgets):
    a real frontier bends towards its floor E, and a straight line through two decades of it would
    give a constant multiplier a spurious trend (curvature ~ gamma^2 (E/L)(1 - E/L) per (ln C)^2);
-3. at each budget, B's measured minimum (or, at a budget only A has, B's own fitted frontier) put
-   through the inverse of A's frontier: log k = u_A(log L_B) - log C;
-4. the trend: log k = kappa + s log C by least squares over B's measured budgets; s = 0 is a
+3. at each of B's budgets, B's measured minimum put through the inverse of A's frontier:
+   log k = u_A(log L_B) - log C (at a budget only A has, k is the trend's);
+4. the trend: log k = kappa + s log C by least squares over B's budgets whose loss lies within A's
+   measured minima (beyond them A's frontier is extrapolated); s = 0 is a
    constant gain, s < 0 a fading one (k shrinks by 10^s per decade). Carried to a target budget,
    its interval holds the slope's uncertainty times the distance: the honest width.
 
-Intervals: percentile bootstrap (Efron & Tibshirani 1993, ch. 13) over runs of both sweeps, drawn
-independently. The default resamples each run's *residual* from its budget's parabola (modified
-residuals r / sqrt(1 - h), pooled over the sweep; Davison & Hinkley 1997, Alg. 6.3): resampling the
-runs themselves (`resample="runs"`, the fitter's own bootstrap, `draw_run_counts`) leaves a 5-size
-parabola with under 3 distinct sizes in ~10% of draws and covers k less often than it claims (the
-calibration in tests/test_compare_math.py measures both).
+Intervals: bootstrap over runs of both sweeps, drawn independently; the bias-corrected percentile
+interval expanded for the residual degrees of freedom (`expanded_interval`). The default resamples
+each run's *residual* from its budget's parabola (modified residuals r / sqrt(1 - h), pooled over the
+sweep; Davison & Hinkley 1997, Sec. 6.2.3): resampling the runs themselves (`resample="runs"`, the
+fitter's own bootstrap, `draw_run_counts`) leaves a 5-size parabola with under 3 distinct sizes in
+~10% of draws. Calibration: tests/test_compare_math.py.
 
 Pure numpy (no Ray, torch, W&B or Hydra).
 """
