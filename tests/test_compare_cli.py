@@ -137,3 +137,10 @@ def test_compare_is_refused_as_a_stage_of_one_sweep():
     (stage,) = stage_commands(["compare"])
     with pytest.raises(ValueError, match="needs two sweeps"):
         stage.check(None)
+
+
+def test_a_variant_whose_sweep_stops_stops_the_comparison_naming_it():
+    from llm_ray.compare import run_variants
+
+    with pytest.raises(ValueError, match=r"variants.bad: its sweep stopped \(exit code 2\)"):
+        run_variants({"bad": ["sweep.budgets=[-1.0]"]}, ["sweep.dry_run=true"], log=lambda *_: None)
