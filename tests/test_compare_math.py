@@ -130,3 +130,11 @@ def test_the_interval_is_expanded_for_few_degrees_of_freedom_and_shifted_for_bia
     assert hi6 - lo6 == pytest.approx(2 * 1.943, abs=0.08)  # t_0.95 with 6 degrees of freedom
     lo_b, hi_b = expanded_interval(samples, 0.5, 0.9)  # estimate above the replicates' median: shifted up
     assert lo_b > lo and hi_b > hi
+
+
+def test_sweeps_with_three_sizes_per_budget_give_no_interval_and_say_why():
+    rng = np.random.default_rng(0)
+    a, b = sweep(lambda c: 1.0 + 0 * c, rng, sizes=3), sweep(constant, rng, sizes=3)
+    r = compare_sweeps(a, b, CompareConfig(n_resamples=20))
+    assert r.residual_dof == 0 and r.centre[1].ci is None and all(row.k.ci is None for row in r.budgets)
+    assert any("4th size" in n for n in r.notes)

@@ -233,6 +233,8 @@ def expanded_interval(samples: np.ndarray, estimate: float, level: float, dof: f
     x 5 budgets leave 20); the plain percentile interval covered k in 84-87% of synthetic draws at a
     nominal 90% (tests/test_compare_math.py)."""
     ok = samples[np.isfinite(samples)]
+    if dof <= 0:  # no spare degree of freedom: the noise is unknown, and so is the interval
+        return float("nan"), float("nan")
     if not len(ok) or not np.isfinite(estimate):
         return percentile_interval(samples, level)
     share = (np.sum(ok < estimate) + 0.5 * np.sum(ok == estimate)) / len(ok)
@@ -302,6 +304,9 @@ def compare_sweeps(a: SweepPoints, b: SweepPoints, s: CompareConfig) -> Comparis
     failed = float(np.mean(~np.isfinite(slope[1:]))) if s.n_resamples else 0.0
     notes = notes_a + notes_b + ((f"{100 * failed:.0f}% of bootstrap replicates gave no multiplier trend",)
                                  if failed > 0.05 else ())
+    if dof <= 0:
+        notes += ("no interval: every budget of a sweep has exactly 3 runs, so its parabolas leave no residual to "
+                  "tell its noise by; train a 4th size per budget",)
     return Comparison(budgets=tuple(rows), slope=est(slope), centre=(float(10 ** centre), est(10 ** intercept)),
                       targets=tuple((float(t), est(trend(t))) for t in s.target_flops),
                       band=tuple((float(c), est(trend(c))) for c in band_grid(ca, cb, s.target_flops)),
@@ -329,7 +334,7 @@ def residual_dof(p: SweepPoints, min_sizes: int) -> float:
     noise is known."""
     counts = [int((p.group == g).sum()) for g in range(p.n_groups)
               if len(np.unique(p.params[p.group == g])) >= min_sizes]
-    return float(max(1, sum(n - 3 for n in counts)))
+    return float(sum(n - 3 for n in counts))
 
 
 def sweep_side(p: SweepPoints, s: CompareConfig, seed: int):
