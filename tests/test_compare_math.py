@@ -138,3 +138,10 @@ def test_sweeps_with_three_sizes_per_budget_give_no_interval_and_say_why():
     r = compare_sweeps(a, b, CompareConfig(n_resamples=20))
     assert r.residual_dof == 0 and r.centre[1].ci is None and all(row.k.ci is None for row in r.budgets)
     assert any("4th size" in n for n in r.notes)
+
+
+def test_a_variant_better_than_all_of_a_still_gets_a_trend_on_a_extrapolated_and_a_note():
+    rng = np.random.default_rng(0)
+    a, b = sweep(lambda c: 1.0 + 0 * c, rng, budgets=BUDGETS[:3]), sweep(lambda c: 30.0 + 0 * c, rng, budgets=BUDGETS[:3])
+    r = compare_sweeps(a, b, CompareConfig(n_resamples=50))
+    assert r.centre[1].value > 10 and any("extrapolated" in n for n in r.notes)

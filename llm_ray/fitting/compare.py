@@ -292,9 +292,9 @@ def compare_sweeps(a: SweepPoints, b: SweepPoints, s: CompareConfig) -> Comparis
         return Estimate.of(samples, s.ci_level, dof)
 
     log_k_b, in_trend = measured_log_k(ma, fa, cb, mb)
-    if in_trend.sum() < 2:
-        raise ValueError(f"{in_trend.sum()} of B's budgets reach a loss inside A's measured frontier; the trend "
-                         "needs 2: give sweeps whose budgets overlap (a loss both reach).")
+    extrapolated = in_trend.sum() < 2
+    if extrapolated:  # B beyond A's losses at most budgets: the trend leans on A's frontier extrapolated
+        in_trend = mb.inside.copy()
     intercept, slope, centre = fit_line(np.log10(cb), np.where(in_trend, log_k_b, np.nan) / np.log(10))
 
     def trend(c: float) -> np.ndarray:
@@ -304,6 +304,9 @@ def compare_sweeps(a: SweepPoints, b: SweepPoints, s: CompareConfig) -> Comparis
     failed = float(np.mean(~np.isfinite(slope[1:]))) if s.n_resamples else 0.0
     notes = notes_a + notes_b + ((f"{100 * failed:.0f}% of bootstrap replicates gave no multiplier trend",)
                                  if failed > 0.05 else ())
+    if extrapolated:
+        notes += ("fewer than 2 of B's budgets reach a loss within A's measured minima: the trend uses all of B's "
+                  "budgets, through A's frontier extrapolated beyond its data (add larger budgets to A)",)
     if dof <= 0:
         notes += ("no interval: every budget of a sweep has exactly 3 runs, so its parabolas leave no residual to "
                   "tell its noise by; train a 4th size per budget",)
