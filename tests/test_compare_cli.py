@@ -98,7 +98,7 @@ def test_sweeps_on_different_corpora_are_refused_naming_what_differs(tmp_path):
 def test_different_tokenizers_need_bits_per_byte(tmp_path):
     a = write_sweep(tmp_path, "base", 1.0, seed=1)
     b = write_sweep(tmp_path, "vocab4k", 1.5, seed=2, data={**DATA, "vocab_size": 4096}, key="entry-4096")
-    with pytest.raises(ValueError, match="bits-per-byte"):
+    with pytest.raises(ValueError, match="recorded no bits per byte"):
         compare_dirs([a, b], CompareConfig(n_resamples=50), log=lambda *_: None)
 
 

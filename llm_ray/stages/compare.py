@@ -76,17 +76,18 @@ def check_same_evaluation(a: SweepInput, b: SweepInput) -> None:
 def choose_metric(a: SweepInput, b: SweepInput, metric: str) -> str:
     """`loss` when both sweeps tokenized alike (the same data entry key), else `bpb` if both have it."""
     same_tokens = a.run.data.get("key") is not None and a.run.data.get("key") == b.run.data.get("key")
-    has_bpb = all("bpb" in s.table and s.table["bpb"].notna().any() for s in (a, b))
+    without_bpb = [s.name for s in (a, b) if "bpb" not in s.table or not s.table["bpb"].notna().any()]
+    entries = f"data entries {a.run.data.get('key')} and {b.run.data.get('key')}"
     if metric == "loss" and not same_tokens:
-        raise ValueError(f"compare.metric=loss: {a.name} and {b.name} were tokenized differently (data entries "
-                         f"{a.run.data.get('key')} and {b.run.data.get('key')}), so nats per token differ in unit; "
-                         f"use compare.metric=bpb (or auto).")
+        raise ValueError(f"compare.metric=loss: {a.name} and {b.name} were tokenized differently ({entries}), so "
+                         f"nats per token differ in unit; use compare.metric=bpb (or auto).")
     if metric == "bpb" or (metric == "auto" and not same_tokens):
-        if not has_bpb:
-            raise ValueError(f"{a.name} and {b.name} were tokenized differently (data entries {a.run.data.get('key')} "
-                             f"and {b.run.data.get('key')}) and {'one has' if any('bpb' in s.table for s in (a, b)) else 'neither has'} "
-                             f"no bits-per-byte column (bpb): a loss per token is not comparable across tokenizers; "
-                             f"re-run their fits with a version of llm-ray that records bpb.")
+        if without_bpb:
+            why = f"were tokenized differently ({entries})" if not same_tokens else "are asked for in bits per byte"
+            raise ValueError(f"{a.name} and {b.name} {why} and "
+                             f"{' and '.join(without_bpb)} recorded no bits per byte (a `bpb` column in results): a "
+                             f"loss per token is not comparable across tokenizers; re-run their results with a "
+                             f"version of llm-ray that records bpb.")
         return "bpb"
     return "loss"
 
