@@ -27,11 +27,19 @@ train: setup
 test: setup
 	$(PY) -m pytest -q tests
 
+# Every benchmark docs/benchmarks.md lists. The compression and downstream ones measure a finished
+# sweep with saved weights: `make demo` leaves one in runs/isoflop (BENCH_SWEEP=DIR for another).
+BENCH_SWEEP ?= runs/isoflop
+
 bench: setup
 	$(PY) bench/bench_train.py
 	$(PY) bench/bench_fit.py
 	$(PY) bench/bench_sweep.py
 	$(PY) bench/bench_data.py
+	$(PY) bench/bench_wsd.py
+	test -f $(BENCH_SWEEP)/plan.json || { echo "no sweep in $(BENCH_SWEEP): run make demo first (or BENCH_SWEEP=DIR)"; exit 2; }
+	$(PY) bench/bench_compress.py --sweep-dir $(BENCH_SWEEP)
+	$(PY) bench/bench_downstream.py --sweep-dir $(BENCH_SWEEP)
 
 clean-venv:
 	rm -rf $(VENV)

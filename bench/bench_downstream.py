@@ -14,6 +14,7 @@ the trials that run at once). Each fine-tune of the table is one in the stage.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -35,8 +36,8 @@ def shapes_of(sweep_dir):
     cells = read_cells(os.path.abspath(sweep_dir))
     shapes = {}
     for c in cells:
-        key = json.dumps(c.record.model, sort_keys=True)
-        shapes.setdefault(key, [c.cell_id.split("-")[1], dict(c.record.model), 0])[2] += 1
+        model = dataclasses.asdict(c.record.model)
+        shapes.setdefault(json.dumps(model, sort_keys=True), [c.cell_id.split("-")[1], model, 0])[2] += 1
     return [tuple(v) for v in shapes.values()], check_checkpoints(cells)
 
 

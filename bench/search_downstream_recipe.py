@@ -12,6 +12,7 @@ the cheaper one), and the scratch column shows the twin was not starved by it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import sys
@@ -23,13 +24,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def main() -> None:
     import torch
 
-    from llm_ray.core.records import RunRecord
+    from llm_ray.data import PreparedData
     from llm_ray.finetune.config import DownstreamConfig
     from llm_ray.finetune.loop import encode, finetune, predict
     from llm_ray.finetune.model import build_classifier
     from llm_ray.finetune.tasks import load_records, split_records
     from llm_ray.fitting.downstream import classification_scores
-    from llm_ray.io import storage
+    from llm_ray.io.sweepdir import read_record
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--cell-dir", required=True)
@@ -39,11 +40,11 @@ def main() -> None:
     ap.add_argument("--n-dev", type=int, default=1000)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    rec = RunRecord.from_json(storage.read_json(os.path.join(args.cell_dir, "result.json")))
+    rec = read_record(args.cell_dir)
     cfg = DownstreamConfig()
     splits = split_records(load_records(cfg.task), n_train=cfg.n_train, n_test=cfg.n_test, n_dev=args.n_dev,
                            seed=cfg.split_seed, task=cfg.task)
-    tok = rec.data["tokenizer_path"]
+    tok = PreparedData.from_dict(rec.data).tokenizer_path
     train, dev = encode(tok, splits.train_texts, cfg.max_tokens), encode(tok, splits.dev_texts, cfg.max_tokens)
     print(f"cell {rec.run_id} (N = {rec.params:,}, final val loss {rec.final_val_loss:.3f}); {len(splits.train_texts)} "
           f"train / {len(splits.dev_texts)} dev; load average {os.getloadavg()[0]:.1f}")
@@ -54,7 +55,7 @@ def main() -> None:
         recipe = {**cfg.recipe(), "lr": lr, "epochs": epochs, "pooling": pooling}
         accs, t0 = [], time.perf_counter()
         for weights in (os.path.join(args.cell_dir, rec.weights), None):
-            model = build_classifier(dict(rec.model), len(splits.classes), pooling, cfg.seed, weights)
+            model = build_classifier(dataclasses.asdict(rec.model), len(splits.classes), pooling, cfg.seed, weights)
             finetune(model, train, splits.train_labels, recipe)
             s = classification_scores(splits.dev_labels, predict(model, dev), len(splits.classes), cfg.ci_level)
             accs.append(f"{100 * s.accuracy:.1f} [{100 * s.accuracy_lo:.1f}, {100 * s.accuracy_hi:.1f}]")

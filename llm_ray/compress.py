@@ -20,16 +20,19 @@ from llm_ray.cli import command
 def run_on_sweep(sweep_dir: str, cfg: DictConfig, log=print):
     """The stage on one sweep directory with the `compress`, `wandb` and `resources` groups of `cfg`
     (the sweep's own composed config, or this command's)."""
-    from llm_ray.stages.compress import compress_sweep
+    from llm_ray.stages.registry import get
 
-    return compress_sweep(sweep_dir, check(cfg), wandb_cfg=OmegaConf.to_object(cfg.wandb),
-                          resources=OmegaConf.to_object(cfg.resources), log=log)
+    return get("compress").run(sweep_dir, check(cfg), wandb=OmegaConf.to_object(cfg.wandb),
+                               resources=OmegaConf.to_object(cfg.resources), log=log)
 
 
 def check(cfg: DictConfig):
     """The typed stage config (CompressConfig validates itself): `llm_ray.sweep` calls this before any
     cell trains, so a bad setting fails at once, not after the sweep."""
-    return OmegaConf.to_object(cfg.compress)
+    from llm_ray.stages.registry import get, stage_config
+
+    stage = get("compress")
+    return stage.check(stage_config(stage, cfg))
 
 
 @command("compress")

@@ -19,19 +19,21 @@ from llm_ray.cli import command
 def run_on_sweep(sweep_dir: str, cfg: DictConfig, log=print):
     """The stage on a finished sweep; `cfg` is the sweep's composed config (or this command's): its
     `downstream` group, and `resources` / `wandb` when present (else the sweep's own)."""
-    from llm_ray.stages.downstream import run_downstream
+    from llm_ray.stages.registry import get, stage_config
 
+    stage = get("downstream")
     resources = OmegaConf.to_object(cfg.resources) if "resources" in cfg else None
     wandb_cfg = OmegaConf.to_object(cfg.wandb) if "wandb" in cfg else None
-    return run_downstream(sweep_dir, OmegaConf.to_object(cfg.downstream), resources, wandb_cfg, log=log)
+    return stage.run(sweep_dir, stage_config(stage, cfg), wandb=wandb_cfg, resources=resources, log=log)
 
 
-def check(cfg: DictConfig) -> None:
+def check(cfg: DictConfig):
     """What can be checked before the sweep trains: the downstream config, and the task's records and
     splits (a typo in downstream.* fails at once, not after the pre-training)."""
-    from llm_ray.stages.downstream import load_splits
+    from llm_ray.stages.registry import get, stage_config
 
-    load_splits(OmegaConf.to_object(cfg.downstream))
+    stage = get("downstream")
+    return stage.check(stage_config(stage, cfg))
 
 
 @command("downstream")

@@ -3,7 +3,8 @@
     python -m llm_ray.report sweep_dir=/abs/runs/isoflop                  # re-draw from results.parquet
     python -m llm_ray.report sweep_dir=/abs/runs/A,/abs/runs/B            # and overlay two sweeps
 
-Reads only results.parquet and plan.json (never Ray or torch): no retraining.
+Reads only the sweep directory (llm_ray.io.sweepdir: results.parquet, plan.json, fit.json; never Ray
+or torch): no retraining.
 """
 
 from __future__ import annotations

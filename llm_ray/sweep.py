@@ -10,9 +10,6 @@ fitted law and report (llm_ray.reporting). A re-run trains only the cells withou
 
 from __future__ import annotations
 
-import os
-import pkgutil
-
 from omegaconf import DictConfig, OmegaConf
 
 from llm_ray.cli import command, job_from_hydra
@@ -22,7 +19,18 @@ from llm_ray.fitting.config import FitConfig
 
 
 def run_sweep(base: TrainJobConfig, sweep: SweepConfig, fit_cfg: FitConfig, log=print) -> dict:
-    """Train the sweep's unfinished cells, then fit and report. Returns a summary dict."""
+    """Train the sweep's unfinished cells, then fit and report. Returns a summary dict. One driver per
+    sweep directory: a second one exits with a message naming the first (llm_ray.io.lease)."""
+    from llm_ray.io.lease import DriverLease
+    from llm_ray.sweeps.runner import sweep_dir_of
+
+    if sweep.dry_run:
+        return _train_fit_report(base, sweep, fit_cfg, log)
+    with DriverLease(sweep_dir_of(base, sweep)):
+        return _train_fit_report(base, sweep, fit_cfg, log)
+
+
+def _train_fit_report(base: TrainJobConfig, sweep: SweepConfig, fit_cfg: FitConfig, log) -> dict:
     from llm_ray.reporting.fit import fit_and_report
     from llm_ray.sweeps.runner import run_sweep_cells
 
@@ -34,32 +42,29 @@ def run_sweep(base: TrainJobConfig, sweep: SweepConfig, fit_cfg: FitConfig, log=
     return {**out, "report": f"{run.sweep_dir}/report.md", "fit": fit}
 
 
-def stage_commands(names: list) -> list:
-    """The command module of each stage named in sweep.stages (checked before anything trains): each
-    exposes `run_on_sweep(sweep_dir, cfg, log)` and is also its own command, `python -m llm_ray.<name>`."""
-    import importlib
+def sweep_stages(cfg: DictConfig) -> list:
+    """(stage, its typed config) for each name in sweep.stages (llm_ray.stages.registry), each checked
+    before anything trains: an unknown name or a bad setting fails at once, not after the sweep."""
+    from llm_ray.stages.registry import get, stage_config
 
-    known = [m.name for m in pkgutil.iter_modules([os.path.join(os.path.dirname(__file__), "stages")])]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"sweep.stages={list(names)}: unknown stage(s) {unknown}; the stages are {known}.")
-    return [importlib.import_module(f"llm_ray.{n}") for n in names]
+    stages = [get(str(name), in_sweep=True) for name in cfg.sweep.stages]
+    return [(s, s.check(stage_config(s, cfg))) for s in stages]
 
 
 @command("sweep")
 def main(cfg: DictConfig) -> None:
-    sweep = OmegaConf.to_object(cfg.sweep)
-    stages = stage_commands(sweep.stages)
-    for stage in stages:  # a stage's own config and inputs, checked before anything trains
-        if hasattr(stage, "check"):
-            stage.check(cfg)
-    summary = run_sweep(job_from_hydra(cfg), sweep, OmegaConf.to_object(cfg.fit))
-    if sweep.held_out_budgets and not sweep.dry_run and summary["fit"].error is None:
-        from llm_ray.validate import run_on_sweep as validate
+    from llm_ray.stages.registry import get
 
-        validate(summary["sweep_dir"], sweep.held_out_budgets)
-    for stage in ([] if sweep.dry_run else stages):
-        stage.run_on_sweep(summary["sweep_dir"], cfg)
+    sweep = OmegaConf.to_object(cfg.sweep)
+    stages = sweep_stages(cfg)
+    job = job_from_hydra(cfg)
+    summary = run_sweep(job, sweep, OmegaConf.to_object(cfg.fit))
+    if sweep.held_out_budgets and not sweep.dry_run and summary["fit"].error is None:
+        # The corpus URLs as given (the records keep any credential in them masked).
+        get("validate").run(summary["sweep_dir"], sweep.held_out_budgets, sources=list(job.data.sources))
+    for stage, config in ([] if sweep.dry_run else stages):
+        stage.run(summary["sweep_dir"], config, wandb=OmegaConf.to_object(cfg.wandb),
+                  resources=OmegaConf.to_object(cfg.resources))
     print(f"sweep directory: {summary['sweep_dir']}")
     if "report" in summary:
         print(f"report: {summary['report']}")

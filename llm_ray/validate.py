@@ -16,25 +16,18 @@ from llm_ray.cli import command
 
 
 def run_on_sweep(sweep_dir: str, flops: list, log=print) -> None:
-    from llm_ray.stages.validate import run_validation, summary_line
+    from llm_ray.stages.registry import get
 
-    checks = run_validation(sweep_dir, [float(c) for c in flops], log=log)
-    log(summary_line(checks) or "validation: no held-out run finished")
-    log(f"validation: {sweep_dir}/validation.md (in report.md), validation.json, validation.png")
+    return get("validate").run(sweep_dir, list(flops), log=log)
 
 
 @command("validate")
 def main(cfg: DictConfig) -> None:
-    from llm_ray.core.plan import SweepConfig
-    from llm_ray.io import storage
+    from llm_ray.io.sweepdir import FIT, SweepDir
 
-    sweep_dir = storage.to_local_or_url(str(cfg.sweep_dir))
-    if not storage.exists(storage.join(sweep_dir, "fit.json")):
-        raise ValueError(f"sweep_dir={sweep_dir!r} holds no fit.json: give the directory a finished sweep "
-                         f"wrote (printed as 'sweep directory:' at its end).")
-    plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
-    flops = list(cfg.flops) or SweepConfig(**plan["sweep"]).held_out_budgets
-    run_on_sweep(sweep_dir, flops)
+    sweep = SweepDir(str(cfg.sweep_dir))
+    sweep.require(FIT)
+    run_on_sweep(sweep.url, list(cfg.flops) or sweep.plan.sweep.held_out_budgets)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def test_the_longest_cell_carries_its_trunk_and_the_others_branch_from_its_point
 
     cells, specs, trunks_dir, plan = planned
     starts = [cooldown_start(p.cell.steps, 0.2) for p in cells]
-    assert plan["trunks"][0]["points"] == sorted(starts)
+    assert plan.trunks[0]["points"] == sorted(starts)
     carrier, *branches = branch_trials(cells, specs, trunks_dir, log=print)
     longest = max(cells, key=lambda p: p.cell.steps)
     assert carrier["spec"].cell["cell_id"] == longest.cell_id

@@ -8,6 +8,7 @@ a test here, not a cluster job. Static and fast: no Ray cluster, no network.
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shlex
@@ -19,7 +20,8 @@ from conftest import CONF
 
 ROOT = os.path.dirname(CONF)
 CLUSTER = os.path.join(ROOT, "cluster")
-DOCS = os.path.join(ROOT, "README.md")  # its code blocks, the cluster section included
+DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+"""The README and the pages of docs/: their code blocks, docs/cluster.md included."""
 RAY_VERSION = "2.60.0"
 IMAGE = "ghcr.io/your-org/llm-ray:0.1.0"
 INVOCATION = re.compile(r"python -m (llm_ray\.(?:sweep|train))\b(.*)")
@@ -87,9 +89,10 @@ def commands() -> list[tuple[str, str, str, list[str]]]:
                     line = doc["spec"]["entrypoint"]
                     out += [(f"cluster/{name} (RayJob entrypoint)", line, mod, ov)
                             for mod, ov in invocations(line)]
-    with open(DOCS) as f:
-        for line in logical_lines(md_code_blocks(f.read()), comments_only=False):
-            out += [("README.md", line, mod, ov) for mod, ov in invocations(line)]
+    for doc in DOCS:
+        with open(doc) as f:
+            for line in logical_lines(md_code_blocks(f.read()), comments_only=False):
+                out += [(os.path.relpath(doc, ROOT), line, mod, ov) for mod, ov in invocations(line)]
     return out
 
 
@@ -114,7 +117,7 @@ def assert_mergeable_with_init_ray(job_env: dict) -> None:
 def test_manifests_and_docs_hold_the_commands_this_file_checks():
     where = {w.split(" ")[0] for w, *_ in COMMANDS}
     assert {"cluster/rayjob.yaml", "cluster/cluster-launcher-aws.yaml", "cluster/runtime_env.yaml",
-            "README.md"} <= where, where
+            "README.md", "docs/cluster.md"} <= where, where
     assert any("ray job submit" in line for _, line, _, _ in COMMANDS)
 
 
@@ -138,7 +141,7 @@ def test_every_command_composes_validates_and_plans(where, line, module, overrid
 
         sweep = dataclasses.replace(OmegaConf.to_object(cfg.sweep), dry_run=True)
         summary = run_sweep(job, sweep, OmegaConf.to_object(cfg.fit), log=lambda *a, **k: None)
-        assert summary["plan"]["cells"], f"{where}: the sweep plans no cell"
+        assert summary["plan"].cells, f"{where}: the sweep plans no cell"
 
     submitted = "ray job submit" in line or "RayJob" in where
     if submitted or where.startswith("cluster/"):
@@ -167,7 +170,6 @@ def test_raycluster_has_a_cpu_head_and_a_gpu_worker_group_on_the_package_image()
     spec = rc["spec"]
     assert spec["rayVersion"] == RAY_VERSION
     head = spec["headGroupSpec"]
-    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
     (group,) = spec["workerGroupSpecs"]
     assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
     pods = [head["template"]["spec"], group["template"]["spec"]]
@@ -179,6 +181,10 @@ def test_raycluster_has_a_cpu_head_and_a_gpu_worker_group_on_the_package_image()
         assert {v["name"] for v in pod["volumes"]} == set(mounts)
         env = {e["name"]: e.get("value") for e in c["env"]}
         assert mounts["token-cache"] == env["LLM_RAY_TOKEN_CACHE"]
+        # Every emptyDir bounded: a runaway cache evicts the pod, never fills the node's disk.
+        assert all(v["emptyDir"].get("sizeLimit") for v in pod["volumes"] if "emptyDir" in v), pod["volumes"]
+        # Auth is never switched off per container.
+        assert env.get("RAY_AUTH_MODE", "token") == "token"
         # Credentials only by reference (Secret), never as literal values.
         assert not [n for n in env if SECRET_NAME.search(n)], env
         assert {"name": "llm-ray-aws", "optional": True} in [e.get("secretRef") for e in c["envFrom"]]
@@ -190,6 +196,90 @@ def test_raycluster_has_a_cpu_head_and_a_gpu_worker_group_on_the_package_image()
     assert float(worker["resources"]["limits"]["cpu"]) >= gpus * gpu_res.cpus_per_worker
     cm = by_kind(docs, "ConfigMap")
     assert not [k for k in cm["data"] if SECRET_NAME.search(k)]
+
+
+def test_raycluster_runs_with_ray_token_auth_and_no_service_outside_the_cluster():
+    """KubeRay's authOptions (token mode): the operator generates the token Secret and sets
+    RAY_AUTH_MODE=token + RAY_AUTH_TOKEN on every Ray container. The head's Service keeps KubeRay's
+    default ClusterIP (no LoadBalancer, NodePort or Ingress anywhere in cluster/)."""
+    docs = load_docs("raycluster.yaml")
+    spec = by_kind(docs, "RayCluster")["spec"]
+    assert spec["authOptions"] == {"mode": "token"}
+    assert "serviceType" not in spec["headGroupSpec"] and "headService" not in spec["headGroupSpec"]
+    for name in os.listdir(CLUSTER):
+        if name.endswith(".yaml"):
+            text = open(os.path.join(CLUSTER, name)).read()
+            assert not re.search(r"LoadBalancer|NodePort|kind:\s*Ingress", text), name
+            assert not re.search(r"RAY_AUTH_MODE\W+disabled", text, re.I), name
+
+
+def test_network_policy_admits_ray_ports_only_from_the_clusters_own_pods():
+    """Ingress to the Ray pods (GCS 6379, dashboard/job API 8265, client 10001, and every port
+    between nodes) only from pods of this RayCluster; 8265 also from the RayJob's submitter pod and
+    the KubeRay operator. No rule admits an arbitrary source (ipBlock, empty `from`)."""
+    docs = load_docs("raycluster.yaml")
+    name = by_kind(docs, "RayCluster")["metadata"]["name"]
+    job_name = by_kind(load_docs("rayjob.yaml"), "RayJob")["metadata"]["name"]
+    policy = by_kind(docs, "NetworkPolicy")
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"ray.io/cluster": name}}
+    assert spec["policyTypes"] == ["Ingress"]
+    own, outside = spec["ingress"]
+    assert own == {"from": [{"podSelector": {"matchLabels": {"ray.io/cluster": name}}}]}
+    assert outside["ports"] == [{"port": 8265, "protocol": "TCP"}]
+    sources = [peer["podSelector"]["matchLabels"] for peer in outside["from"]]
+    assert sources == [{"batch.kubernetes.io/job-name": job_name},
+                       {"app.kubernetes.io/name": "kuberay-operator"}]
+    for rule in spec["ingress"]:
+        assert rule.get("from"), "a rule without `from` admits every source"
+        assert not [p for p in rule["from"] if "ipBlock" in p]
+
+
+def test_rayjob_has_a_deadline():
+    job = by_kind(load_docs("rayjob.yaml"), "RayJob")
+    assert 0 < job["spec"]["activeDeadlineSeconds"] <= 7 * 24 * 3600
+
+
+def test_cluster_launcher_turns_token_auth_on_and_ships_the_token_to_every_node():
+    from ray.autoscaler._private.util import prepare_config
+
+    config = prepare_config(load_docs("cluster-launcher-aws.yaml")[0])
+    assert "--env RAY_AUTH_MODE=token" in config["docker"]["run_options"]
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in config[key] if "ray start" in c]
+        assert "export RAY_AUTH_MODE=token" in start and "test -s ~/.ray/auth_token &&" in start, start
+    (head_start,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert "--dashboard-host=127.0.0.1" in head_start  # reached through `ray dashboard` (SSH) only
+    text = open(os.path.join(CLUSTER, "cluster-launcher-aws.yaml")).read()
+    assert "ray get-auth-token --generate" in text and "RAY_AUTH_MODE=token ray job submit" in text
+
+
+def test_cluster_launcher_sets_least_privilege_profiles_and_its_own_security_group():
+    """Both node types name an instance profile (so Ray never creates its default one, EC2 and S3
+    full access) and a security group (so Ray creates none, whose rules open SSH to 0.0.0.0/0). The
+    workers' policy reaches one bucket only; the head's adds EC2 for the autoscaler and nothing
+    of S3 or IAM beyond passing the workers' role."""
+    import json
+
+    config = load_docs("cluster-launcher-aws.yaml")[0]
+    for node in config["available_node_types"].values():
+        assert node["node_config"]["IamInstanceProfile"]["Arn"].split("/")[-1] in ("llm-ray-s3", "llm-ray-head")
+        assert node["node_config"]["SecurityGroupIds"]
+    assert "security_group" not in config["provider"]
+    s3 = json.load(open(os.path.join(CLUSTER, "iam-policy-s3.json")))
+    for st in s3["Statement"]:
+        assert st["Effect"] == "Allow" and "*" not in json.dumps(st["Action"])
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        assert all(r in ("arn:aws:s3:::my-bucket", "arn:aws:s3:::my-bucket/*") for r in resources), st
+    head = json.load(open(os.path.join(CLUSTER, "iam-policy-head.json")))
+    actions = [a for st in head["Statement"] for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])]
+    assert all(a.startswith("ec2:") or a == "iam:PassRole" for a in actions), actions
+    assert not [a for a in actions if a.endswith(":*")]
+    (passrole,) = [st for st in head["Statement"] if st["Action"] == "iam:PassRole"]
+    assert passrole["Resource"].endswith(":role/llm-ray-s3")
+    text = open(os.path.join(CLUSTER, "cluster-launcher-aws.yaml")).read()
+    assert "0.0.0.0/0" not in text.split("available_node_types")[1]
 
 
 def test_rayjob_targets_the_raycluster_and_carries_no_secret():

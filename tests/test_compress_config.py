@@ -3,6 +3,7 @@ every `python -m llm_ray.compress` line of the README is a valid invocation (fas
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shlex
@@ -12,11 +13,12 @@ from omegaconf import OmegaConf
 
 from conftest import CONF
 
-README = os.path.join(os.path.dirname(CONF), "README.md")
+ROOT = os.path.dirname(CONF)
+DOCS = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 
 def readme_invocations() -> list[list[str]]:
-    lines = [line.split("#")[0] for line in open(README).read().splitlines()]
+    lines = [line.split("#")[0] for doc in DOCS for line in open(doc).read().splitlines()]
     return [shlex.split(line)[3:] for line in lines if re.match(r"\s*python -m llm_ray\.compress\b", line)]
 
 
@@ -33,10 +35,19 @@ def test_every_readme_compress_command_composes_and_validates(overrides):
 
 def test_the_sweep_composes_the_compress_group_and_finds_the_stage():
     from llm_ray.cli import compose
-    from llm_ray.sweep import stage_commands
+    from llm_ray.sweep import sweep_stages
 
     cfg = compose("sweep", ["sweep.stages=[compress]", "compress.group_size=16"])
-    (stage,) = stage_commands(list(cfg.sweep.stages))
-    assert stage.check(cfg).group_size == 16 and callable(stage.run_on_sweep)
+    ((stage, config),) = sweep_stages(cfg)
+    assert stage.name == "compress" and config.group_size == 16 and callable(stage.run)
     with pytest.raises(ValueError, match=r"compress\.sparsities=\[1\.5\]"):
-        stage.check(compose("sweep", ["compress.sparsities=[1.5]"]))
+        sweep_stages(compose("sweep", ["sweep.stages=[compress]", "compress.sparsities=[1.5]"]))
+
+
+@pytest.mark.parametrize("name", ["compress_plots", "validate", "registry", "fit"])
+def test_the_sweep_refuses_a_name_that_is_no_stage_it_runs(name):
+    from llm_ray.cli import compose
+    from llm_ray.sweep import sweep_stages
+
+    with pytest.raises(ValueError, match=rf"sweep.stages: unknown stage '{name}'; the stages are \['downstream', 'compress'\]"):
+        sweep_stages(compose("sweep", [f"sweep.stages=[{name}]"]))

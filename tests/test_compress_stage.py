@@ -45,7 +45,6 @@ def compressed(ray_cluster, tmp_path_factory):
 
 def test_every_cell_is_compressed_each_way_and_measured(compressed):
     from llm_ray.core.compression import Setting, model_bytes
-    from llm_ray.core.config import ModelConfig
     from llm_ray.training.launch import read_record
 
     _, sweep_dir, run = compressed
@@ -65,7 +64,7 @@ def test_every_cell_is_compressed_each_way_and_measured(compressed):
     assert (int8["rel_delta"].abs() < 0.01).all(), int8[["cell_id", "rel_delta"]]
     assert (df[df["method"] == "prune_global"]["delta_loss"] > int8["delta_loss"].max()).all()
     for r in df.itertuples():
-        shape = ModelConfig(**read_record(os.path.join(sweep_dir, "cells", r.cell_id)).model).shape()
+        shape = read_record(os.path.join(sweep_dir, "cells", r.cell_id)).model.shape()
         group = None if pd.isna(r.group_size) else int(r.group_size)
         assert r.bytes == model_bytes(shape, Setting(r.method, int(r.bits), group, r.sparsity, r.embedding))
     assert (df[df["sparsity"] > 0]["zeros"] == (df[df["sparsity"] > 0]["target_weights"] / 2).round()).all()

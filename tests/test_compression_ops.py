@@ -135,7 +135,7 @@ def test_the_memory_answer_calls_int8_of_the_best_fp32_model_a_tie_not_a_win():
     compressed, beats every fp32 model that fits by more than TIE_NATS."""
     import pandas as pd
 
-    from llm_ray.stages.compress_report import answer_summary, memory_answer
+    from llm_ray.reporting.compress import answer_summary, memory_answer
 
     rows = [  # (params, method, bits, bytes, val_loss)
         (1000, "fp32", 32, 4000, 4.0), (1000, "rtn_channel", 8, 1100, 4.00001),

@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import shutil
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -157,7 +158,8 @@ def test_two_nodes_encode_a_corpus_on_s3_and_their_workers_train_from_its_shards
     write_corpus(lambda name, blob: fs.pipe(f"{BUCKET}/corpus/{name}", blob))
     store = f"s3://{BUCKET}/two-nodes"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(s3, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0", WANDB_MODE="disabled",
+    # Token auth as cluster/ starts every node (KubeRay's authOptions sets these two on each pod).
+    env.update(s3, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32), RAY_USAGE_STATS_ENABLED="0", WANDB_MODE="disabled",
                PYTHONUNBUFFERED="1", PATH=f"{VENV_BIN}:{env.get('PATH', '')}")
     t0 = time.time()
     with two_nodes(env, tmp_path) as address:

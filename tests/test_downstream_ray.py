@@ -130,7 +130,7 @@ def test_cells_without_saved_weights_are_refused_before_any_trial(sweep_dir, tmp
     victim = os.path.join(d, "cells", ok_cells(d)[0], "weights.pt")
     os.remove(victim)
     cfg = DownstreamConfig(task="jsonl", path=task_path, n_train=96, n_test=100, max_ci_halfwidth=0.1, max_tokens=32)
-    with pytest.raises(ValueError, match=rf"1 of \d cells .* have no saved weights.*{victim.split(os.sep)[-2]}.*trainer.save_weights"):
+    with pytest.raises(ValueError, match=rf"1 of \d finished cells .* have no saved weights.*{victim.split(os.sep)[-2]}.*trainer.save_weights"):
         run_downstream(d, cfg)
     assert not os.path.exists(os.path.join(d, "downstream"))
 
@@ -153,7 +153,7 @@ def test_a_checkpoint_of_another_vocabulary_is_refused(sweep_dir, tmp_path, task
 def test_the_command_reports_bad_input_as_one_error_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     for args, message in ((["downstream.task=en_news"], "downstream.task='en_news' is not a known task"),
-                          ([], f"sweep_dir='{tmp_path}' holds no results.parquet")):
+                          ([], f"sweep_dir='{tmp_path}' holds no plan.json")):
         proc = subprocess.run([sys.executable, "-m", "llm_ray.downstream", f"sweep_dir={tmp_path}", *args,
                                f"hydra.run.dir={tmp_path}/hydra"], cwd=ROOT, env=env, capture_output=True,
                               text=True, timeout=300)

@@ -1,6 +1,8 @@
 """`ray job submit` for real: a Ray head started on this machine, a smoke sweep submitted to it.
 
-The head runs from this venv's `ray` on free loopback ports, in its own temp dir (so no other Ray on
+The head runs as cluster/ starts every head: token authentication on (RAY_AUTH_MODE=token, a token
+generated for this head in RAY_AUTH_TOKEN, as KubeRay's authOptions sets them); a client without the
+token is refused. The head runs from this venv's `ray` on free loopback ports, in its own temp dir (so no other Ray on
 the machine finds it, and `ray stop`, which would stop every Ray here, is never needed): the fixture
 starts `ray start --head --block` in its own session and ends it, and anything left of it, by pid.
 """
@@ -10,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import re
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -51,7 +56,9 @@ def started_head():
         # would otherwise find two clusters and give up.
         RAY_ADDRESS=f"{get_node_ip_address()}:{gcs}",
         PATH=f"{VENV_BIN}:{env.get('PATH', '')}",  # the job's `python` is this venv's
-        RAY_AUTH_MODE="disabled",  # STACK-NOTES: Ray 2.60 may turn token auth on
+        # Token auth as cluster/ turns it on (KubeRay's authOptions sets exactly these two).
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN=secrets.token_hex(32),
         RAY_USAGE_STATS_ENABLED="0",
         WANDB_MODE="offline",
     )
@@ -70,7 +77,9 @@ def started_head():
         while True:
             assert proc.poll() is None, open(os.path.join(temp_dir, "head.log")).read()
             try:
-                with urllib.request.urlopen(f"{address}/api/jobs/", timeout=5) as r:
+                req = urllib.request.Request(f"{address}/api/jobs/",
+                                             headers={"Authorization": f"Bearer {env['RAY_AUTH_TOKEN']}"})
+                with urllib.request.urlopen(req, timeout=5) as r:
                     if r.status == 200:
                         break
             except OSError:
@@ -102,6 +111,52 @@ def leaked_lines(root: str) -> list[str]:
 def ray_head():
     with started_head() as head:
         yield head
+
+
+def without_token(env: dict, home: str) -> dict:
+    """A client environment with no token anywhere: no RAY_AUTH_TOKEN(_PATH), and a HOME whose
+    ~/.ray/auth_token does not exist (Ray's default token file)."""
+    out = {k: v for k, v in env.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    out["HOME"] = home
+    return out
+
+
+def submit_hello(head: dict, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [RAY, "job", "submit", "--address", head["address"], "--", "python", "-c", "print('hello from a job')"],
+        env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_head_started_as_cluster_starts_it_refuses_a_job_without_the_token_and_runs_one_with_it(
+        ray_head, tmp_path):
+    """The job API answers 401 to a request with no token and 403 to a wrong one; `ray job submit` with auth
+    switched off on the client, or with a wrong token, is refused and nothing runs; with the token
+    the job runs to SUCCEEDED. (The one place a test turns auth off: on the client, to be refused.)"""
+    address = ray_head["address"]
+    for headers, code in (({}, 401), ({"Authorization": "Bearer " + "0" * 64}, 403)):
+        req = urllib.request.Request(f"{address}/api/jobs/", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == code, headers
+
+    home = str(tmp_path / "home")
+    os.makedirs(home)
+    no_token = without_token(ray_head["env"], home)
+    for env in ({**no_token, "RAY_AUTH_MODE": "disabled"}, {**no_token, "RAY_AUTH_TOKEN": "0" * 64}):
+        refused = submit_hello(ray_head, env)
+        assert refused.returncode != 0
+        assert "hello from a job" not in refused.stdout
+        assert re.search(r"[Aa]uthenticat|401|403|[Uu]nauthori|[Ff]orbidden", refused.stdout + refused.stderr), \
+            refused.stdout[-2000:] + refused.stderr[-2000:]
+
+    accepted = submit_hello(ray_head, {**no_token, "RAY_AUTH_TOKEN": ray_head["env"]["RAY_AUTH_TOKEN"]})
+    assert accepted.returncode == 0, accepted.stdout[-3000:] + accepted.stderr[-3000:]
+    assert "hello from a job" in accepted.stdout and "succeeded" in accepted.stdout.lower()
+    req = urllib.request.Request(f"{address}/api/jobs/",
+                                 headers={"Authorization": f"Bearer {ray_head['env']['RAY_AUTH_TOKEN']}"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        jobs = json.loads(r.read())
+    assert [j["status"] for j in jobs] == ["SUCCEEDED"]  # the refused submissions left no job
 
 
 def test_ray_job_submit_runs_a_smoke_sweep_on_a_head_started_by_hand(ray_head, tmp_path):
@@ -138,7 +193,8 @@ def test_ray_job_submit_runs_a_smoke_sweep_on_a_head_started_by_hand(ray_head, t
     for cell in plan["cells"]:
         assert json.loads((sweep_dir / "cells" / cell / "result.json").read_text())["status"] == "ok"
 
-    assert grep_tree(str(tmp_path), FAKE_SECRETS.values()) == []
+    # Nor the cluster's Ray token in anything the sweep wrote or the job printed.
+    assert grep_tree(str(tmp_path), [*FAKE_SECRETS.values(), ray_head["env"]["RAY_AUTH_TOKEN"]]) == []
     # The head's logs: the job driver's, every worker's, the dashboard's. (Its runtime_resources
     # hold the uploaded checkout, whose tests/conftest.py spells the fake secrets out.)
     logs_dir = os.path.join(ray_head["temp_dir"], "session_latest", "logs")

@@ -96,3 +96,65 @@ def test_no_function_needs_a_scroll_bar():
 def test_the_training_loop_reads_as_a_table_of_contents():
     (loop,) = [f for m, f in functions() if f.name == "train_loop_per_worker"]
     assert loop.end_lineno - loop.lineno + 1 <= 25
+
+
+def file_imports(module: str) -> set[str]:
+    """The package's files `module` imports, at the top or inside a function: `from a.b import c`
+    is the file a/b/c.py when there is one, else a/b (its __init__.py)."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
+                     for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n in MODULES and n != module}
+    return found
+
+
+def import_cycles(graph: dict[str, set]) -> list[list[str]]:
+    """Every strongly connected group of more than one file (Tarjan), each a cycle or several."""
+    index, low, stack, on_stack, groups = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+                on_stack.discard(group[-1])
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def test_the_cycle_finder_finds_a_cycle_through_three_files_and_none_in_a_chain():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_no_two_files_import_each_other_even_from_inside_a_function():
+    cycles = import_cycles({m: file_imports(m) for m in MODULES})
+    assert not cycles, f"import cycles between files (move the shared names into a module of their own): {cycles}"
+
+
+def test_a_stage_reads_a_sweep_directory_without_importing_the_trainer():
+    code = ("import sys, llm_ray.io.sweepdir; "
+            "bad = [m for m in ('llm_ray.training', 'torch', 'ray', 'deepspeed') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

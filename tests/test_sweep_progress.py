@@ -43,7 +43,8 @@ def test_no_eta_before_any_flops():
 
 def test_trained_flops_come_from_the_cells_result_json(tmp_path):
     cells = tmp_path / "cells"
-    for cell_id, record in [("ok", RunRecord(run_id="ok", status="ok", flops_exact=9.8e11)),
+    done = dict(params=1000, tokens=1e6, steps=10, model={"d_model": 8}, history=({"step": 10},))
+    for cell_id, record in [("ok", RunRecord(run_id="ok", status="ok", flops_exact=9.8e11, **done)),
                             ("diverged", RunRecord(run_id="diverged", status="diverged", flops_exact=1.2e11)),
                             ("failed", RunRecord.failed("failed", "RuntimeError: boom", {}))]:
         (cells / cell_id).mkdir(parents=True)

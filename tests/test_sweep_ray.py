@@ -42,7 +42,7 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
     out, tmp_path = smoke_sweep
     sweep_dir = out["sweep_dir"]
     df = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
-    assert df["cell_id"].nunique() == len(out["plan"]["cells"]) >= 5
+    assert df["cell_id"].nunique() == len(out["plan"].cells) >= 5
     assert set(df["status"]) == {"ok"}
     final = df[df["final"]]
     assert len(final) == df["cell_id"].nunique()
@@ -113,7 +113,7 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
 
     df = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
     assert set(df[df["role"] == "validation"]["cell_id"]) == run_ids
-    assert set(df[df["role"] == "sweep"]["cell_id"]) == set(out["plan"]["cells"])
+    assert set(df[df["role"] == "sweep"]["cell_id"]) == set(out["plan"].cells)
     assert open(os.path.join(sweep_dir, "fit.json")).read() == fit_before  # held-out runs never enter the fit
     report = open(os.path.join(sweep_dir, "report.md")).read()
     assert "## Does the law hold?" in report and "validation.png" in report
@@ -155,12 +155,12 @@ def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tm
     out = run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=disabled",
                                    "sweep.budgets=[5e10,1.5e11,8e10]"))
     assert set(out["trained"]).isdisjoint(finished)
-    assert len(out["trained"]) + len(finished) == len(out["plan"]["cells"])
+    assert len(out["trained"]) + len(finished) == len(out["plan"].cells)
     assert any(c.startswith("C8e10") for c in out["trained"])
     for c, text in before.items():
         assert open(os.path.join(cells_dir, c, "result.json")).read() == text  # never trained twice
     df = pd.read_parquet(os.path.join(tmp_path, "smoke", "results.parquet"))
-    assert set(df["status"]) == {"ok"} and df["cell_id"].nunique() == len(out["plan"]["cells"])
+    assert set(df["status"]) == {"ok"} and df["cell_id"].nunique() == len(out["plan"].cells)
 
 
 def test_ctrl_c_stops_the_sweep_before_any_fit_and_says_how_to_resume(ray_cluster, tmp_path):

@@ -81,7 +81,7 @@ def test_killed_branch_sweep_resumes_without_retraining_a_finished_segment(kille
     out, sweep_dir, before, finished = killed_and_resumed
     assert point_files(sweep_dir).items() >= before.items()  # points written before the kill: untouched
     recs = records(sweep_dir)
-    assert set(recs) == set(out["plan"]["cells"]) and {r["status"] for r in recs.values()} == {"ok"}
+    assert set(recs) == set(out["plan"].cells) and {r["status"] for r in recs.values()} == {"ok"}
     for c, text in finished.items():
         assert open(os.path.join(sweep_dir, "cells", c, "result.json")).read() == text
     killed_points = {int(p.split("step-")[1].split(os.sep)[0]) for p in before}
@@ -102,8 +102,8 @@ def test_killed_branch_sweep_resumes_without_retraining_a_finished_segment(kille
     assert set(df["cell_id"]) == set(recs) and set(df["status"]) == {"ok"}
     assert out["fit"].error is None and os.path.exists(os.path.join(sweep_dir, "report.md"))
     plan = out["plan"]
-    assert plan["flops_to_spend"]["wsd_branches"] < plan["flops_to_spend"]["independent"]
-    assert "wsd_branches" in plan["table"] and "<- this sweep" in plan["table"]
+    assert plan.flops_to_spend["wsd_branches"] < plan.flops_to_spend["independent"]
+    assert "wsd_branches" in plan.table and "<- this sweep" in plan.table
 
 
 def test_a_finished_branch_sweep_trains_nothing_again(killed_and_resumed):

@@ -11,7 +11,8 @@ to measure loss). The size such a model takes in storage is counted by the bytes
     compress_(model, Setting("rtn_group", bits=4, group_size=8))   # model now computes as int4
 """
 
-from llm_ray.compression.apply import compress_, target_parameters
+from llm_ray.compression.apply import compress_
+from llm_ray.compression.targets import target_parameters
 from llm_ray.compression.prune import SemiStructured24, prune_
 from llm_ray.compression.quantize import quantize_dequantize, quantize_
 

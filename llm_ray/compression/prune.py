@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.utils.prune as prune
 
-from llm_ray.compression.apply import target_parameters
+from llm_ray.compression.targets import target_parameters
 
 
 class SemiStructured24(prune.BasePruningMethod):

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from llm_ray.compression.apply import target_parameters
+from llm_ray.compression.targets import target_parameters
 
 
 def fp16_scale(scale: torch.Tensor) -> torch.Tensor:

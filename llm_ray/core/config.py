@@ -20,6 +20,7 @@ from typing import Optional
 from llm_ray.core import flops as flops_ledger
 from llm_ray.core import schedules
 from llm_ray.core.choices import check_choice
+from llm_ray.core.names import check_path_name
 
 
 def _require(ok: bool, message: str) -> None:
@@ -262,6 +263,7 @@ class TrainerConfig:
     on the first attempt only."""
 
     def __post_init__(self) -> None:
+        check_path_name("trainer.name", self.name)
         for name in ("num_workers", "micro_batch_size", "log_every", "eval_every"):
             _require(getattr(self, name) >= 1, f"trainer.{name}={getattr(self, name)} must be >= 1.")
         _require(self.tokens > 0, f"trainer.tokens={self.tokens} must be positive.")

@@ -15,6 +15,7 @@ from typing import Optional
 
 from llm_ray.core import flops as ledger
 from llm_ray.core.choices import check_choice
+from llm_ray.core.names import check_no_duplicates, check_path_name
 from llm_ray.core.recipes import HP_RULES, WARMUP_RULES, hyper_parameters, shape_for_params, warmup_steps
 
 
@@ -89,6 +90,7 @@ class SweepConfig:
     """Throughput assumed per worker for the plan's time estimate until measured."""
 
     def __post_init__(self) -> None:
+        check_path_name("sweep.name", self.name)
         if not self.budgets or any(float(b) <= 0 for b in self.budgets):
             raise ValueError(f"sweep.budgets={list(self.budgets)}: give positive FLOP budgets, e.g. [1e12,3e12].")
         if not self.shapes and (not self.sizes or any(float(n) <= 0 for n in self.sizes)):
@@ -112,6 +114,10 @@ class SweepConfig:
         for s in self.shapes or ():
             if int(s["d_model"]) % int(s["n_head"]):
                 raise ValueError(f"sweep.shapes entry {dict(s)}: n_head must divide d_model.")
+        check_no_duplicates("sweep.budgets", self.budgets, key=float)
+        check_no_duplicates("sweep.validate_flops", self.validate_flops, key=float)
+        check_no_duplicates("sweep.shapes", self.shapes or (), key=lambda s: (
+            int(s["n_layer"]), int(s["d_model"]), int(s["n_head"]), int(s.get("d_ff") or 4 * int(s["d_model"]))))
 
     @property
     def held_out_budgets(self) -> list:

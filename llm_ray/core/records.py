@@ -11,9 +11,13 @@ Pure: no torch, Ray, Hydra or W&B here.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Mapping, Optional
+
+from llm_ray.core.config import DeepSpeedConfig, ModelConfig, TrainJobConfig, job_from_record
+from llm_ray.core.plan import Cell, Dropped, SweepConfig
 
 RUN_SCHEMA = 1
 """Version of result.json; bump when a field changes meaning (readers refuse newer ones)."""
@@ -21,6 +25,31 @@ FIT_SCHEMA = 1
 APPROACHES = ("approach1", "approach2", "approach3")
 FINISHED = ("ok", "diverged")
 """A diverged cell is an answer (that size cannot use that budget); a failed one is retried."""
+STATUSES = FINISHED + ("failed",)
+"""Every status a result.json may hold (`missing` exists only in memory, for a cell without one)."""
+REQUIRED_OK = ("params", "tokens", "steps", "flops_exact", "model", "history")
+"""What every `ok` record training writes holds: a record without one of them is not a finished run
+(hand-edited, truncated, or written by something else) and is refused, never counted as done."""
+MOVE_AWAY = "move the file away (or delete the cell's directory) and re-run the command, which retrains that cell"
+
+
+def parse_record(text: str | bytes, where: str) -> "RunRecord":
+    """The RunRecord in a result.json's text; a ValueError naming `where` (its path) and the fix when
+    the text is no JSON object or the record lacks what its status needs."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: not valid JSON ({e}): {MOVE_AWAY}.") from None
+    try:
+        return RunRecord.from_json(data)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}: {MOVE_AWAY}.") from None
+
+
+def _known(cls, d: Mapping[str, Any]) -> dict:
+    """The entries of `d` that are fields of `cls` (a file written by a newer llm-ray may hold more)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 def _check_schema(found: int, supported: int, what: str) -> None:
@@ -42,6 +71,60 @@ class EvalPoint:
     val_loss: float
     train_loss: float = math.nan
     lr: float = math.nan
+
+
+CELL_KEYS = tuple(f.name for f in fields(Cell))
+CELL_REQUIRED = {f.name for f in fields(Cell) if f.default is MISSING and f.default_factory is MISSING}
+
+
+@dataclass(frozen=True)
+class RunCell:
+    """result.json's `cell`: the sweep cell a run trained (all empty for a single run): its id, its
+    sweep, the planned `Cell`, and for a wsd_branches run its trunk and where it branched or saved."""
+
+    cell_id: str = ""
+    sweep: str = ""
+    name: str = ""
+    planned: Optional[Cell] = None
+    """The plan's cell (budget C, shape, N, D, lr, batch...), None for a single run."""
+    trunk: Optional[str] = None
+    branch_start: Optional[int] = None
+    """A branch: the trunk step it started from."""
+    saves: Optional[tuple] = None
+    """A trunk's carrier: the steps at which it saved branch points."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Keys this version does not know, kept so that writing the record back loses nothing."""
+
+    @property
+    def budget(self) -> Optional[float]:
+        return self.planned.budget if self.planned else None
+
+    @classmethod
+    def from_json(cls, d: Optional[Mapping[str, Any]]) -> "RunCell":
+        d = dict(d or {})
+        planned = Cell(**{k: d[k] for k in CELL_KEYS if k in d}) if CELL_REQUIRED <= set(d) else None
+        own = ("cell_id", "sweep", "name", "trunk", "branch_start", "saves")
+        extra = {k: v for k, v in d.items() if k not in own and not (planned and k in CELL_KEYS)}
+        return cls(cell_id=d.get("cell_id", ""), sweep=d.get("sweep", ""), name=d.get("name", ""), planned=planned,
+                   trunk=d.get("trunk"), branch_start=d.get("branch_start"),
+                   saves=tuple(d["saves"]) if d.get("saves") is not None else None, extra=extra)
+
+    def to_json(self) -> dict:
+        """The mapping as the trainer wrote it: id, sweep, name, the cell's fields, then the trunk's."""
+        out = {k: v for k, v in (("cell_id", self.cell_id), ("sweep", self.sweep), ("name", self.name)) if v}
+        if self.planned is not None:
+            out.update(asdict(self.planned))
+        out.update({k: v for k, v in (("trunk", self.trunk), ("saves", list(self.saves) if self.saves is not None
+                                                              else None), ("branch_start", self.branch_start))
+                    if v is not None})
+        return {**out, **self.extra}
+
+
+def _typed(cls, value):
+    """A component config from the mapping result.json holds ({} or None: none)."""
+    if value is None or isinstance(value, cls):
+        return value
+    return cls(**value) if value else None
 
 
 @dataclass(frozen=True)
@@ -85,21 +168,36 @@ class RunRecord:
     max_spike: Optional[float] = None
     weights: Optional[str] = None
     """File name of the final weights beside result.json (weights.pt), None if not saved."""
-    cell: Mapping[str, Any] = field(default_factory=dict)
-    """The sweep cell this run trained (empty for a single run)."""
-    model: Mapping[str, Any] = field(default_factory=dict)
-    deepspeed: Mapping[str, Any] = field(default_factory=dict)
-    job: Mapping[str, Any] = field(default_factory=dict)
-    """The run's whole training config (TrainJobConfig as a dict): later stages rebuild from it."""
+    cell: RunCell = field(default_factory=RunCell)
+    """The sweep cell this run trained (empty for a single run); a mapping given here is read as one."""
+    model: Optional[ModelConfig] = None
+    deepspeed: Optional[DeepSpeedConfig] = None
+    job: Optional[TrainJobConfig] = None
+    """The run's whole training config: later stages rebuild from it (None for a run that failed early)."""
     data: Mapping[str, Any] = field(default_factory=dict)
-    """The prepared data it trained on (PreparedData as a dict: tokenizer, shards, token counts)."""
+    """The prepared data it trained on (PreparedData as a dict, `llm_ray.data.PreparedData.from_dict`:
+    tokenizer, shards, token counts; its `key` names the content)."""
     history: tuple = ()
     """Every logged step as written to metrics.json (dicts: step, tokens, flops_*, losses, lr...)."""
     schema: int = RUN_SCHEMA
 
+    def __post_init__(self) -> None:
+        # Writers hand the parts over as mappings (dataclasses.asdict of their configs): typed here.
+        if not isinstance(self.cell, RunCell):
+            object.__setattr__(self, "cell", RunCell.from_json(self.cell))
+        object.__setattr__(self, "model", _typed(ModelConfig, self.model))
+        object.__setattr__(self, "deepspeed", _typed(DeepSpeedConfig, self.deepspeed))
+        if self.job is not None and not isinstance(self.job, TrainJobConfig):
+            object.__setattr__(self, "job", job_from_record(self.job) if self.job else None)
+
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def data_key(self) -> Optional[str]:
+        """The content key of the prepared data the run trained on."""
+        return self.data.get("key")
 
     def eval_points(self) -> list[EvalPoint]:
         """Evaluations after step 0 (the untrained model is no point of L(N, D)), in step order."""
@@ -108,15 +206,26 @@ class RunRecord:
                 for row in self.history if row.get("val_loss") is not None and row["step"] > 0]
 
     def to_json(self) -> dict:
-        out = asdict(self)
-        out["history"] = list(self.history)
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(cell=self.cell.to_json(), history=list(self.history), data=dict(self.data),
+                   **{k: asdict(getattr(self, k)) if getattr(self, k) is not None else {}
+                      for k in ("model", "deepspeed", "job")})
         return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "RunRecord":
+        """The record in result.json's parsed JSON; a ValueError when it is not a complete record."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a run record is a JSON object, not {type(d).__name__}")
+        if not isinstance(d.get("run_id"), str) or d.get("status") not in STATUSES:
+            raise ValueError(f"a run record needs a run_id and a status in {STATUSES} "
+                             f"(found run_id={d.get('run_id')!r}, status={d.get('status')!r})")
+        if d["status"] == "ok":
+            missing = [k for k in REQUIRED_OK if d.get(k) in (None, {}, [], ())]
+            if missing:
+                raise ValueError(f"status 'ok' without {', '.join(missing)}: not a record of a finished run")
         _check_schema(int(d.get("schema", 1)), RUN_SCHEMA, "result.json")
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in d.items() if k in names}
+        values = _known(cls, d)
         values["history"] = tuple(d.get("history") or ())
         return cls(**values)
 
@@ -243,6 +352,14 @@ class FitRecord:
     plots: tuple = ()
     error: Optional[str] = None
     """Set when no fit was possible (then everything else is empty)."""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The settings the fit was made with (FitConfig.to_dict(); `llm_ray.fitting.FitConfig.from_json`
+    rebuilds it): a re-fit with the same table and config is the same fit."""
+
+    @property
+    def predict_flops(self) -> list:
+        """The budgets the fit was asked to forecast (its config's predict_flops)."""
+        return [float(c) for c in self.config.get("predict_flops") or ()]
 
     def approach(self, name: str) -> ApproachResult:
         return self.approaches.get(name) or ApproachResult(name=name, status="missing")
@@ -275,7 +392,7 @@ class FitRecord:
                    flops_per_param_token=float(d["config"]["flops_per_param_token"]),
                    n_used=int(summary.get("n_used", 0)), n_runs=int(summary.get("n_runs", 0)),
                    n_excluded=int(d.get("n_excluded", 0)), excluded=dict(summary.get("excluded") or {}),
-                   plots=tuple(d.get("plots") or ()))
+                   plots=tuple(d.get("plots") or ()), config=dict(d["config"]))
 
 
 def _forecast(name: str, flops: float, p: Mapping[str, Any]) -> BudgetForecast:
@@ -326,3 +443,204 @@ class ForecastCheck:
     def from_json(cls, d: Mapping[str, Any]) -> "ForecastCheck":
         values = {f.name: d.get(f.name) for f in fields(cls)}
         return cls(**{**values, "ci": _interval(d.get("ci")), "chosen_by": tuple(d.get("chosen_by") or ())})
+
+
+# --------------------------------------------------------------------------------------------
+# The plan (plan.json), typed
+# --------------------------------------------------------------------------------------------
+
+def _cell(d: Mapping[str, Any]) -> Cell:
+    return Cell(**{k: d[k] for k in CELL_KEYS if k in d})
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """plan.json: the sweep's settings, every planned cell by its content-keyed id, the dropped cells
+    with their reasons, the table printed before training and the FLOPs it would spend."""
+
+    sweep: SweepConfig
+    cells: Mapping[str, Cell] = field(default_factory=dict)
+    """cell_id (`C2e11-N87.4k-3f9a1c2b7e`) -> the planned cell, in plan order."""
+    train_tokens: Optional[int] = None
+    """Tokens in the train split the plan was sized on (None: a dry run, data not prepared)."""
+    dropped: tuple = ()
+    """Dropped per cell the plan left out, with why."""
+    table: str = ""
+    """The plan as printed before launching."""
+    flops_to_spend: Mapping[str, float] = field(default_factory=dict)
+    """Exact-ledger FLOPs of the plan: `independent` runs, `wsd_branches` (= `trunks` + `cooldowns`)."""
+    trunks: Optional[tuple] = None
+    """sweep.schedule=wsd_branches: the shared trunks (name, steps, branch points, cells), else None."""
+
+    @property
+    def name(self) -> str:
+        """The sweep's name: its directory under the storage path and its W&B group."""
+        return self.sweep.name
+
+    def to_json(self) -> dict:
+        out = {"sweep": asdict(self.sweep), "train_tokens": self.train_tokens,
+               "cells": {cid: {**asdict(c), "name": c.name} for cid, c in self.cells.items()},
+               "dropped": [asdict(d) for d in self.dropped], "table": self.table,
+               "flops_to_spend": dict(self.flops_to_spend)}
+        if self.trunks is not None:
+            out["trunks"] = [dict(t) for t in self.trunks]
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "PlanRecord":
+        return cls(sweep=SweepConfig(**_known(SweepConfig, d["sweep"])), train_tokens=d.get("train_tokens"),
+                   cells={cid: _cell(c) for cid, c in (d.get("cells") or {}).items()},
+                   dropped=tuple(Dropped(**_known(Dropped, x)) for x in d.get("dropped") or ()),
+                   table=d.get("table", ""), flops_to_spend=dict(d.get("flops_to_spend") or {}),
+                   trunks=tuple(d["trunks"]) if d.get("trunks") is not None else None)
+
+
+# --------------------------------------------------------------------------------------------
+# Registered forecasts (predictions.json), typed
+# --------------------------------------------------------------------------------------------
+
+PREDICTIONS_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One approach's registered loss for one held-out run, with its interval."""
+
+    approach: str
+    loss: float
+    ci: Interval = None
+
+    def to_json(self) -> dict:
+        return {"approach": self.approach, "loss": self.loss, "ci": list(self.ci) if self.ci else None}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Prediction":
+        return cls(approach=d["approach"], loss=d["loss"], ci=_interval(d.get("ci")))
+
+
+@dataclass(frozen=True)
+class HeldOutRun:
+    """A model a registration trains at its budget: the cell, who chose it, every approach's forecast."""
+
+    cell_id: str
+    chosen_by: tuple
+    """The approaches whose N_opt this run trains."""
+    n_opt: float
+    cell: Cell
+    forecasts: Mapping[str, Prediction] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"cell_id": self.cell_id, "chosen_by": list(self.chosen_by), "n_opt": self.n_opt,
+                "cell": asdict(self.cell), "forecasts": {k: p.to_json() for k, p in self.forecasts.items()}}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "HeldOutRun":
+        return cls(cell_id=d["cell_id"], chosen_by=tuple(d.get("chosen_by") or ()), n_opt=d["n_opt"],
+                   cell=_cell(d["cell"]),
+                   forecasts={k: Prediction.from_json(p) for k, p in (d.get("forecasts") or {}).items()})
+
+
+@dataclass(frozen=True)
+class DroppedRun:
+    """A model a registration could not train at its budget (the plan's rules refused its shape)."""
+
+    params: int
+    chosen_by: tuple
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"params": self.params, "chosen_by": list(self.chosen_by), "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "DroppedRun":
+        return cls(params=d["params"], chosen_by=tuple(d.get("chosen_by") or ()), reason=d.get("reason", ""))
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One fit's forecasts for one held-out budget C, written before any of its runs trained and
+    never modified after (predictions.json keeps them in the order registered)."""
+
+    fit_key: str
+    """What the forecast was made from (the fitted runs' final losses and the fit's settings)."""
+    registered_at: str
+    ci_level: float
+    flops: float
+    frontier: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Each approach's N_opt, D_opt and L at C, with intervals (as `predict_budgets` gives them)."""
+    runs: tuple = ()
+    """HeldOutRun per model to train at C."""
+    dropped: tuple = ()
+    """DroppedRun per model the plan could not train at C."""
+
+    def to_json(self) -> dict:
+        return {"fit_key": self.fit_key, "registered_at": self.registered_at, "ci_level": self.ci_level,
+                "flops": self.flops, "frontier": {k: dict(v) for k, v in self.frontier.items()},
+                "runs": [r.to_json() for r in self.runs], "dropped": [d.to_json() for d in self.dropped]}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Registration":
+        return cls(fit_key=d["fit_key"], registered_at=d.get("registered_at", ""), ci_level=float(d["ci_level"]),
+                   flops=float(d["flops"]), frontier=dict(d.get("frontier") or {}),
+                   runs=tuple(HeldOutRun.from_json(r) for r in d.get("runs") or ()),
+                   dropped=tuple(DroppedRun.from_json(x) for x in d.get("dropped") or ()))
+
+
+def registrations_from_json(d: Mapping[str, Any]) -> list:
+    """predictions.json -> its Registrations, in the order they were registered."""
+    _check_schema(int(d.get("schema", 1)), PREDICTIONS_SCHEMA, "predictions.json")
+    return [Registration.from_json(r) for r in d.get("registrations") or ()]
+
+
+def registrations_to_json(registrations: list) -> dict:
+    return {"schema": PREDICTIONS_SCHEMA, "registrations": [r.to_json() for r in registrations]}
+
+
+# --------------------------------------------------------------------------------------------
+# One fine-tune of the downstream stage (downstream/<task>-<key>/runs/<row id>/result.json), typed
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """A fine-tune's test scores (or why it failed): written whole at its end, read back by the stage."""
+
+    row_id: str
+    kind: str
+    """`pretrained` (a sweep cell's weights) or `scratch` (the same shape, fresh weights)."""
+    status: str
+    """`ok`, or `failed` (retried by the next run of the stage)."""
+    reason: Optional[str] = None
+    """Why it failed (None when ok)."""
+    accuracy: Optional[float] = None
+    accuracy_lo: Optional[float] = None
+    accuracy_hi: Optional[float] = None
+    """Clopper-Pearson interval of the accuracy at the stage's ci_level."""
+    macro_f1: Optional[float] = None
+    n: Optional[int] = None
+    """Test examples scored."""
+    n_correct: Optional[int] = None
+    n_train: Optional[int] = None
+    train_s: Optional[float] = None
+    steps: Optional[int] = None
+    train_loss: Optional[float] = None
+    eval_s: Optional[float] = None
+    pid: Optional[int] = None
+    predictions: Optional[tuple] = None
+    """The predicted class of every test example, in the split's order."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        if self.predictions is not None:
+            out["predictions"] = list(self.predictions)
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "FinetuneResult":
+        values = _known(cls, d)
+        if values.get("predictions") is not None:
+            values["predictions"] = tuple(values["predictions"])
+        return cls(**values)

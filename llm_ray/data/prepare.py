@@ -35,6 +35,7 @@ import tokenizers
 from fsspec.implementations.local import LocalFileSystem
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from llm_ray.core.secrets import redact_text, secret_values
 from llm_ray.data.encode import EOT, SPLITS, encode_piece, marker_path, sample_piece, utf8_len
 from llm_ray.data.pipeline import run_pieces
 from llm_ray.data.sources import (CorpusError, Piece, ReadOptions, SourceFile, list_sources,
@@ -353,6 +354,12 @@ def _runner(use_ray: bool, start_ray):
     return lambda fn, kwargs, pieces: run_pieces(fn, pieces, kwargs, use_ray=use_ray, start_ray=start_ray)
 
 
+def redacting(log: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`log` with credentials masked (a source URL's userinfo, the environment's secrets)."""
+    secrets = secret_values(os.environ)
+    return lambda message, *a, **k: log(redact_text(str(message), secrets), *a, **k)
+
+
 def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print,
                  start_ray: Optional[Callable[[], None]] = None) -> PreparedData:
     """Build (or find, or finish) the cache entry for `cfg` under `cache_dir` (path or fsspec URL).
@@ -362,6 +369,7 @@ def prepare_data(cfg, cache_dir: str, log: Callable[[str], Any] = print,
     with the same key may both build; they write identical files, each moved into place atomically.
     """
     t0 = time.perf_counter()
+    log = redacting(log)
     dtype = _resolve_dtype(cfg)
     files, left = select(list_sources(cfg), cfg.max_bytes)
     _log_selection(cfg, files, left, log)

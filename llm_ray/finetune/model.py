@@ -46,5 +46,5 @@ def build_classifier(model: dict, n_classes: int, pooling: str, seed: int,
     body = Transformer(ModelConfig(**model))
     if weights is not None:
         with fsspec.open(weights, "rb") as f:
-            body.load_state_dict(torch.load(f, map_location="cpu"))
+            body.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))
     return Classifier(body, n_classes, pooling)

@@ -161,6 +161,13 @@ class FitConfig:
             return self
         return replace(self, flops_per_param_token=float(median_ratio))
 
+    @classmethod
+    def from_json(cls, d: dict, **overrides) -> "FitConfig":
+        """The config a fit.json recorded (`FitRecord.config`, written by `to_dict`), with `overrides`:
+        the one way a stage rebuilds the fit it re-does (keys a newer llm-ray wrote are left out)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in d.items() if k in names}, **overrides})
+
     def to_dict(self) -> dict:
         """Plain JSON-able dict (recorded in fit.json so a fit can be reproduced)."""
         out = {}

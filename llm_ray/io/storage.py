@@ -15,6 +15,8 @@ import uuid
 from typing import Any, Optional
 
 import fsspec
+
+from llm_ray.core.secrets import redact_text, secret_values
 from fsspec.implementations.local import LocalFileSystem
 
 
@@ -27,7 +29,12 @@ def fs_and_path(url: str):
 
 
 def exists(url: str) -> bool:
+    """Whether the file exists now. Resume decisions rest on it (a finished cell, a branch point a
+    worker wrote), so it never answers from a cached listing: s3fs keeps directory listings in its
+    dircache, and a file another node wrote after this process listed its folder stays invisible
+    until the cache is dropped."""
     fs, path = fs_and_path(url)
+    fs.invalidate_cache(path)
     return fs.exists(path)
 
 
@@ -94,7 +101,18 @@ def local_copy(url: str):
 
 
 def write_json(url: str, obj: Any) -> None:
-    write_bytes_atomic(url, json.dumps(obj, indent=2, sort_keys=True, default=float).encode())
+    """`obj` as JSON, every string in it redacted (URL userinfo, known key shapes, the values of the
+    environment's credentials: llm_ray.core.secrets), so no record carries a secret."""
+    clean = scrub_values(obj, secret_values(os.environ))
+    write_bytes_atomic(url, json.dumps(clean, indent=2, sort_keys=True, default=float).encode())
+
+
+def scrub_values(obj: Any, secrets: tuple) -> Any:
+    if isinstance(obj, dict):
+        return {k: scrub_values(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_values(v, secrets) for v in obj]
+    return redact_text(obj, secrets) if isinstance(obj, str) else obj
 
 
 def read_json(url: str) -> Any:

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import sys
 import time
 from typing import Any, Optional
 
-SECRET_KEY_PATTERN = re.compile(r"(api[_-]?key|secret|token|password|credential|access[_-]?key)", re.I)
 DEFAULT_PROJECT = "llm-ray"
 # W&B's WANDB_MODE values (wandb.sdk.wandb_settings.Settings.mode) as llm-ray's modes: `dryrun` and
 # `run` are W&B's old names for offline and online.
@@ -37,13 +35,11 @@ FINISH_TIMEOUT_S = 60.0
 
 
 def scrub(obj: Any) -> Any:
-    """Drop every mapping entry whose key looks like a secret (defence in depth: configs are
-    built from dataclasses that hold no secrets, but user overrides can add keys)."""
-    if isinstance(obj, dict):
-        return {k: scrub(v) for k, v in obj.items() if not SECRET_KEY_PATTERN.search(str(k))}
-    if isinstance(obj, (list, tuple)):
-        return [scrub(v) for v in obj]
-    return obj
+    """A W&B config without secrets: entries whose key names one dropped (`api_key`, `token`, not
+    `tokens` or `tokenizer_path`), and every string redacted by value (llm_ray.core.secrets)."""
+    from llm_ray.core.secrets import scrub as scrub_secrets, secret_values
+
+    return scrub_secrets(obj, secret_values(os.environ))
 
 
 def resolve_mode(mode: str) -> str:
@@ -152,7 +148,9 @@ def _settings(wandb, *, online: bool):
     if online:
         bounds = {k: v for k, v in (("init_timeout", INIT_TIMEOUT_S), ("finish_timeout", FINISH_TIMEOUT_S))
                   if f"WANDB_{k.upper()}" not in os.environ}
-    return wandb.Settings(console="off", x_disable_stats=True, silent=True, **bounds)
+    # x_disable_meta: W&B's metadata file records the command line (sys.argv), where a Hydra override
+    # can hold a credential (a source URL's password); the run's config, scrubbed, says what ran.
+    return wandb.Settings(console="off", x_disable_stats=True, x_disable_meta=True, silent=True, **bounds)
 
 
 def unanswered(url: str, timeout: float) -> Optional[str]:
@@ -202,8 +200,10 @@ class RunLogger:
     """A training run's W&B run on world rank 0; a no-op elsewhere and when mode is disabled.
     `name` is what a person reads (`C3e13-N1.2M`); `key` is the run's content-keyed id."""
 
-    def __init__(self, cfg, *, enabled: bool, name: str, key: str, job_type: str, config: dict):
+    def __init__(self, cfg, *, enabled: bool, name: str, key: str, job_type: str, config: dict,
+                 keep_in: Optional[str] = None):
         self.run = start_run(cfg, name=name, key=key, job_type=job_type, config=config) if enabled else None
+        self.keep_in = keep_in
         if self.run is None:
             return
         self.run.define_metric("step")
@@ -228,9 +228,29 @@ class RunLogger:
                 self.run.summary[k] = v
 
     def finish(self, exit_code: int = 0) -> None:
+        """End the W&B run; an offline run's files are then copied to remote `keep_in` (the run's
+        directory on storage), so they outlive the node (an autoscaler removes it with its /tmp)."""
         if self.run is not None:
+            offline_dir = self.run.settings.sync_dir if self.run.settings.mode == "offline" else None
             self.run.finish(exit_code=exit_code)
             self.run = None
+            if offline_dir and self.keep_in and "://" in self.keep_in:
+                keep_offline_run(offline_dir, self.keep_in)
+
+
+def keep_offline_run(offline_dir: str, keep_in: str) -> Optional[str]:
+    """Copy an offline W&B run (`<dir>/wandb/offline-run-*`) to `<keep_in>/wandb/<its name>`, where
+    `wandb sync` can later upload it from any machine; its URL, or None if the copy failed (a line
+    says so: tracking never costs a run)."""
+    from llm_ray.io import storage
+
+    url = storage.join(keep_in, "wandb", os.path.basename(offline_dir.rstrip("/")))
+    try:
+        storage.upload_dir(offline_dir, url)
+    except OSError as err:
+        _say(f"W&B: the offline run {offline_dir} stays on this node only (copy to {url} failed: {_brief(err)})")
+        return None
+    return url
 
 
 def _run_id(group: Optional[str], name: str) -> str:

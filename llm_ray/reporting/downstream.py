@@ -56,18 +56,17 @@ def fit_downstream(sweep_dir: str, table: pd.DataFrame, n_classes: int, n_bootst
 
 def loss_forecasts(sweep_dir: str) -> tuple:
     """(budgets, L_opt, (R, J) replicates, note) of approach 3 at the sweep's fit.predict_flops."""
-    from llm_ray.fitting import FitConfig, fit_all
+    from llm_ray.fitting import fit_all
     from llm_ray.fitting.predict import frontier_of
-    from llm_ray.sweeps.results import read_results
+    from llm_ray.io.sweepdir import FIT, SweepDir
 
-    path = storage.join(sweep_dir, "fit.json")
-    if not storage.exists(path):
+    sweep = SweepDir(sweep_dir)
+    if not sweep.has(FIT):
         return [], [], None, "no fit.json: run the sweep's fit first"
-    cfg = FitConfig(**{**storage.read_json(path)["config"], "plots": False})
+    cfg = sweep.fit_config(plots=False)
     if not cfg.predict_flops:
         return [], [], None, "the sweep's fit.predict_flops is empty: no budget to forecast"
-    table = read_results(sweep_dir)
-    out = fit_all(table[table["role"] == "sweep"], cfg)
+    out = fit_all(sweep.fitted(), cfg)
     params = out.params_of("approach3")
     if params is None:
         return [], [], None, f"approach 3 was not fitted: {out.skipped.get('approach3', '')}"
@@ -275,8 +274,10 @@ def log_downstream_run(wandb_cfg, sweep_dir: str, task: str, table: pd.DataFrame
     """The sweep's `downstream` run: the rows and the forecasts as tables, the plots as images."""
     from llm_ray.io.tracking import start_run
 
-    group = storage.read_json(storage.join(sweep_dir, "plan.json"))["sweep"]["name"] \
-        if storage.exists(storage.join(sweep_dir, "plan.json")) else wandb_cfg.group
+    from llm_ray.io.sweepdir import PLAN, SweepDir
+
+    sweep = SweepDir(sweep_dir)
+    group = sweep.group if sweep.has(PLAN) else wandb_cfg.group
     run = start_run(dataclasses.replace(wandb_cfg, group=group), name=f"{group}-downstream-{task}",
                     key=f"downstream-{task}", job_type="downstream",
                     config={"task": task, "sigmoid": fit.sigmoid._asdict() if fit.sigmoid else None})

@@ -15,10 +15,11 @@ from typing import Optional
 
 import pandas as pd
 
-from llm_ray.core.records import FitRecord
+from llm_ray.core.records import FitRecord, PlanRecord
 from llm_ray.fitting import FitConfig, fit_all, summarize
 from llm_ray.fitting.table import Source
 from llm_ray.io import storage
+from llm_ray.io.sweepdir import FIT, RESULTS, SweepDir
 
 
 def run_fit(source: Source, out_dir: str, cfg: Optional[FitConfig] = None) -> dict:
@@ -41,7 +42,7 @@ def run_fit(source: Source, out_dir: str, cfg: Optional[FitConfig] = None) -> di
     return res
 
 
-def fit_and_report(sweep_dir: str, table: pd.DataFrame, fit_cfg: FitConfig, plan: dict, log=print,
+def fit_and_report(sweep_dir: str, table: pd.DataFrame, fit_cfg: FitConfig, plan: PlanRecord, log=print,
                    wandb_cfg=None) -> FitRecord:
     """Fit a sweep's table and write fit.json, the plots and report.md into `sweep_dir`; with
     `wandb_cfg`, also the sweep's W&B `fit` run."""
@@ -62,37 +63,32 @@ def fit_and_report(sweep_dir: str, table: pd.DataFrame, fit_cfg: FitConfig, plan
     if wandb_cfg is not None:
         from llm_ray.reporting.wandb_fit import log_fit_run
 
-        log_fit_run(wandb_cfg, sweep_name=plan["sweep"]["name"], sweep_dir=sweep_dir, table=table, fit=fit)
+        log_fit_run(wandb_cfg, sweep_name=plan.name, sweep_dir=sweep_dir, table=table, fit=fit)
     return fit
 
 
 def redraw(sweep_dirs: list[str], fit_cfg: FitConfig, out_dir: Optional[str] = None, log=print) -> dict:
     """Re-fit and re-draw each sweep from its results.parquet; overlay them when there are several."""
-    from llm_ray.sweeps.results import fitted_rows, read_results
-
     done = []
-    for d in (storage.to_local_or_url(d) for d in sweep_dirs):
-        if not storage.exists(storage.join(d, "results.parquet")):
-            raise ValueError(f"sweep_dir={d!r} holds no results.parquet: give the directory a sweep wrote "
-                             f"(printed as 'sweep directory:' at its end).")
-        plan = storage.read_json(storage.join(d, "plan.json"))
-        fit = fit_and_report(d, fitted_rows(read_results(d)), with_last_forecast_budgets(fit_cfg, d), plan, log=log)
-        done.append((d, plan["sweep"]["name"], fit))
-        log(f"report: {storage.join(d, 'report.md')}")
+    for sweep in (SweepDir(d) for d in sweep_dirs):
+        sweep.require(RESULTS)
+        fit = fit_and_report(sweep.url, sweep.fitted(), with_last_forecast_budgets(fit_cfg, sweep), sweep.plan,
+                             log=log)
+        done.append((sweep, fit))
+        log(f"report: {sweep.path('report.md')}")
     if len(done) < 2:
         return {}
-    out = storage.to_local_or_url(out_dir or storage.join(done[0][0], "compare"))
-    write_comparison(out, [(name, fitted_rows(read_results(d)), fit, d) for d, name, fit in done])
+    out = storage.to_local_or_url(out_dir or done[0][0].path("compare"))
+    write_comparison(out, [(s.plan.name, s.fitted(), fit, s.url) for s, fit in done])
     log(f"overlay: {storage.join(out, 'overlay.png')}")
     return {"compare": out}
 
 
-def with_last_forecast_budgets(fit_cfg: FitConfig, sweep_dir: str) -> FitConfig:
+def with_last_forecast_budgets(fit_cfg: FitConfig, sweep: SweepDir) -> FitConfig:
     """Without fit.predict_flops, a re-fit forecasts the budgets the sweep's last fit did."""
-    last = storage.join(sweep_dir, "fit.json")
-    if fit_cfg.predict_flops or not storage.exists(last):
+    if fit_cfg.predict_flops or not sweep.has(FIT):
         return fit_cfg
-    return dataclasses.replace(fit_cfg, predict_flops=storage.read_json(last)["config"]["predict_flops"])
+    return dataclasses.replace(fit_cfg, predict_flops=sweep.fit.predict_flops)
 
 
 def write_comparison(out: str, sweeps: list[tuple]) -> None:

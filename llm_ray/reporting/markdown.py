@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from llm_ray.core.records import ApproachResult, FitRecord, IsoFlopMinimum
+from llm_ray.core.records import ApproachResult, FitRecord, IsoFlopMinimum, PlanRecord
 from llm_ray.fitting.validation import disagreements
 from llm_ray.reporting.plots import final_ok
 from llm_ray.reporting.text import with_interval
@@ -22,8 +22,8 @@ STAGE_SECTIONS = ("validation.md", "downstream.md", "compress.md")
 between the answer and the cells."""
 
 
-def render_report(fit: FitRecord, table: pd.DataFrame, plan: dict, sections: tuple = ()) -> str:
-    lines = [f"# Scaling-law report: sweep `{plan['sweep']['name']}`", ""]
+def render_report(fit: FitRecord, table: pd.DataFrame, plan: PlanRecord, sections: tuple = ()) -> str:
+    lines = [f"# Scaling-law report: sweep `{plan.name}`", ""]
     lines += answer_section(fit) + [s.rstrip() + "\n" for s in sections]
     lines += cells_section(table, plan) + plots_section(fit)
     return "\n".join(lines) + "\n"
@@ -31,28 +31,20 @@ def render_report(fit: FitRecord, table: pd.DataFrame, plan: dict, sections: tup
 
 def stage_sections(sweep_dir: str) -> tuple:
     """The stage sections present in the sweep directory, in STAGE_SECTIONS order."""
-    from llm_ray.io import storage
+    from llm_ray.io.sweepdir import SweepDir
 
-    found = []
-    for name in STAGE_SECTIONS:
-        path = storage.join(sweep_dir, name)
-        if storage.exists(path):
-            fs, p = storage.fs_and_path(path)
-            found.append(fs.cat_file(p).decode())
-    return tuple(found)
+    return SweepDir(sweep_dir).sections(STAGE_SECTIONS)
 
 
 def refresh_report(sweep_dir: str) -> str:
     """Re-render report.md from the sweep directory's own files (fit.json, results.parquet, plan.json
     and the stage sections): a stage calls this after writing its section."""
     from llm_ray.io import storage
-    from llm_ray.sweeps.results import fitted_rows, read_results
+    from llm_ray.io.sweepdir import SweepDir
 
-    fit = FitRecord.from_json(storage.read_json(storage.join(sweep_dir, "fit.json")))
-    table = read_results(sweep_dir)
-    plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
-    text = render_report(fit, fitted_rows(table), plan, stage_sections(sweep_dir))
-    storage.write_bytes_atomic(storage.join(sweep_dir, "report.md"), text.encode())
+    sweep = SweepDir(sweep_dir)
+    text = render_report(sweep.fit, sweep.fitted(), sweep.plan, stage_sections(sweep_dir))
+    storage.write_bytes_atomic(sweep.path("report.md"), text.encode())
     return text
 
 
@@ -130,16 +122,15 @@ def minimum_words(g: IsoFlopMinimum) -> str:
     return f"minimum at N ≈ {g.n_opt:.3g} lies OUTSIDE the sampled sizes: widen the ladder toward {way} models."
 
 
-def cells_section(table: pd.DataFrame, plan: dict) -> list[str]:
+def cells_section(table: pd.DataFrame, plan: PlanRecord) -> list[str]:
     failed = table[table["status"] != "ok"].drop_duplicates("cell_id")
     lines = ["## Cells", "", f"{table['cell_id'].nunique()} cells planned, {len(failed)} not ok, "
-             f"{len(plan.get('dropped', []))} dropped at planning.", ""]
+             f"{len(plan.dropped)} dropped at planning.", ""]
     if len(failed):
         lines += ["| cell | status | reason |", "|---|---|---|"]
         lines += [f"| {r.cell_id} | {r.status} | {str(r.reason)[:200]} |" for r in failed.itertuples()]
         lines.append("")
-    lines += [f"- dropped at planning: C={d['budget']:.3g}, N={d['params']}: {d['reason']}"
-              for d in plan.get("dropped", [])]
+    lines += [f"- dropped at planning: C={d.budget:.3g}, N={d.params}: {d.reason}" for d in plan.dropped]
     final = final_ok(table)
     if len(final):
         lines += ["", "| C [FLOPs] | N | D | D/N | epochs | val loss | spikes | tok/s | MFU |",

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
-from llm_ray.core.records import FitRecord, ForecastCheck
+from llm_ray.core.records import FitRecord, ForecastCheck, Registration
 from llm_ray.fitting.parametric import frontier
 from llm_ray.reporting.plots import final_ok, plt, png
 from llm_ray.reporting.text import with_interval
@@ -15,7 +15,8 @@ from llm_ray.reporting.text import with_interval
 COLORS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green"}
 
 
-def validation_markdown(checks: list[ForecastCheck], registration: dict, supported, top_budget: float) -> str:
+def validation_markdown(checks: list[ForecastCheck], registrations: list[Registration], supported,
+                        top_budget: float) -> str:
     lines = ["## Does the law hold?", "",
              "Each approach's forecast for a run at a budget the fit never saw, registered in "
              "`predictions.json` before that run trained, against the loss it measured. Approach 3 predicts "
@@ -31,9 +32,9 @@ def validation_markdown(checks: list[ForecastCheck], registration: dict, support
                      f"{with_interval(c.predicted, c.ci, '.4f')} | {measured} | {error} | {verdict} |")
     lines.append("")
     lines += verdict_lines(checks, supported)
-    for b in registration["budgets"]:
-        lines += [f"- Not trained at C = {b['flops']:.3g}: N ≈ {d['params']:,} ({', '.join(d['chosen_by'])}): "
-                  f"{d['reason']}" for d in b["dropped"]]
+    for b in registrations:
+        lines += [f"- Not trained at C = {b.flops:.3g}: N ≈ {d.params:,} ({', '.join(d.chosen_by)}): {d.reason}"
+                  for d in b.dropped]
     lines += ["", "![validation](validation.png)", ""]
     return "\n".join(lines)
 

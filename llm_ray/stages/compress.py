@@ -16,30 +16,18 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
 from llm_ray.core.compression import (BASELINE, PRUNE_METHODS, QUANT_METHODS, CompressConfig, Setting, check_widths,
                                       model_bytes, settings)
-from llm_ray.core.config import ModelConfig
-from llm_ray.core.records import RunRecord
 from llm_ray.fitting.degradation import DegradationFit, fit_degradation
 from llm_ray.io import storage
-from llm_ray.training.launch import read_record
+from llm_ray.reporting.compress import LAWS, ROWS_DIR, TABLE, write_outputs  # noqa: F401 - the files' names
+from llm_ray.io.sweepdir import SweepCell, SweepDir, read_record
 
-ROWS_DIR = "compress"
-TABLE = "compress.parquet"
-LAWS = "compress_fit.json"
-
-
-class CellRun(NamedTuple):
-    """A finished cell of the sweep: where its files are and its record."""
-
-    cell_id: str
-    run_dir: str
-    record: RunRecord
 
 
 @dataclass(frozen=True)
@@ -62,8 +50,6 @@ def row_url(sweep_dir: str, cell_id: str, setting: Setting) -> str:
 
 def compress_sweep(sweep_dir: str, cfg: CompressConfig, *, wandb_cfg=None, resources=None, log=print) -> CompressRun:
     """Check everything, evaluate the missing (cell, setting) pairs, then fit, tabulate and report."""
-    from llm_ray.stages.compress_report import write_outputs
-
     cells, skipped = finished_cells(sweep_dir)
     todo = settings(cfg)
     check_inputs(sweep_dir, cells, todo)
@@ -79,42 +65,19 @@ def compress_sweep(sweep_dir: str, cfg: CompressConfig, *, wandb_cfg=None, resou
     return run
 
 
-def finished_cells(sweep_dir: str) -> tuple[list[CellRun], dict]:
+def finished_cells(sweep_dir: str) -> tuple[list[SweepCell], dict]:
     """The plan's cells that finished ok (in plan order), and why each other one is left out."""
-    if not storage.exists(storage.join(sweep_dir, "plan.json")):
-        raise ValueError(f"sweep_dir={sweep_dir}: no plan.json there; point sweep_dir at a sweep's directory "
-                         f"(<trainer.storage_path>/<sweep.name>, printed by `python -m llm_ray.sweep`).")
-    plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
-    cells, skipped = [], {}
-    for cell_id in plan["cells"]:
-        run_dir = storage.join(sweep_dir, "cells", cell_id)
-        if not storage.exists(storage.join(run_dir, "result.json")):
-            skipped[cell_id] = "not trained yet"
-            continue
-        record = read_record(run_dir)
-        if record.status != "ok":
-            skipped[cell_id] = f"{record.status}: {record.reason}"[:200]
-        else:
-            cells.append(CellRun(cell_id, run_dir, record))
-    if not cells:
-        raise ValueError(f"sweep_dir={sweep_dir}: no cell finished ok, nothing to compress ({skipped}).")
-    return cells, skipped
+    sweep = SweepDir(sweep_dir)
+    cells = sweep.cells(status="ok", need="compress")
+    return cells, sweep.skipped(cells)
 
 
-def check_inputs(sweep_dir: str, cells: list[CellRun], todo: list[Setting]) -> None:
+def check_inputs(sweep_dir: str, cells: list[SweepCell], todo: list[Setting]) -> None:
     """Every cell has its weights and every setting fits every cell's widths: else a ValueError before
     any evaluation starts."""
-    missing = [c.cell_id for c in cells if not c.record.weights
-               or not storage.exists(storage.join(c.run_dir, c.record.weights))]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} of {len(cells)} finished cells in {sweep_dir} have no saved weights (weights.pt): "
-            f"{', '.join(missing)}. They were trained with trainer.save_weights=false or by an llm-ray that did "
-            f"not save weights, and a finished cell is never retrained. To get them: move those cells' "
-            f"directories out of {storage.join(sweep_dir, 'cells')} and re-run the same sweep command "
-            f"(trainer.save_weights=true, the default); only those cells train again.")
+    SweepDir(sweep_dir).check_weights(cells)
     for c in cells:
-        shape = ModelConfig(**c.record.model).shape()
+        shape = c.record.model.shape()
         for s in todo:
             check_widths(shape, s, where=f"cell {c.cell_id} ({s.label})")
 
@@ -166,7 +129,7 @@ def evaluate_setting(run_dir: str, setting: dict, out_url: str) -> dict:
     x, y = held_out(record)
     t_loaded = time.perf_counter()
     done = compress_(model, s)
-    loss = mean_loss(model, x, y, int(record.job["trainer"]["micro_batch_size"]))
+    loss = mean_loss(model, x, y, int(record.job.trainer.micro_batch_size))
     row = {"cell_id": os.path.basename(run_dir.rstrip("/")), **setting, "setting_id": s.setting_id,
            "val_loss": loss, "load_s": t_loaded - t0, "eval_s": time.perf_counter() - t_loaded, "pid": os.getpid(),
            **done}
@@ -174,12 +137,12 @@ def evaluate_setting(run_dir: str, setting: dict, out_url: str) -> dict:
     return row
 
 
-def collect_table(sweep_dir: str, cells: list[CellRun], todo: list[Setting]) -> pd.DataFrame:
+def collect_table(sweep_dir: str, cells: list[SweepCell], todo: list[Setting]) -> pd.DataFrame:
     """compress.parquet: one row per (cell, setting) measured, with the cell's coordinates, the bytes
     of the model under the setting, and delta_loss against the same cell's fp32 loss."""
     rows = []
     for c in cells:
-        rec, shape = c.record, ModelConfig(**c.record.model).shape()
+        rec, shape = c.record, c.record.model.shape()
         for s in todo:
             url = row_url(sweep_dir, c.cell_id, s)
             if storage.exists(url):
@@ -195,12 +158,12 @@ def collect_table(sweep_dir: str, cells: list[CellRun], todo: list[Setting]) -> 
     return table
 
 
-def cell_columns(c: CellRun) -> dict:
+def cell_columns(c: SweepCell) -> dict:
     r = c.record
-    return {"run_id": r.cell.get("name", r.run_id), "budget": float(r.cell.get("budget", np.nan)), "params": r.params,
-            "params_non_embedding": r.params_non_embedding, "tokens": r.tokens, "flops": r.flops_exact,
-            "tokens_per_param": r.tokens / r.params, "n_layer": r.model["n_layer"], "d_model": r.model["d_model"],
-            "train_precision": r.deepspeed.get("precision", "fp32")}
+    return {"run_id": r.cell.name or r.run_id, "budget": float(r.cell.budget if r.cell.budget is not None else np.nan),
+            "params": r.params, "params_non_embedding": r.params_non_embedding, "tokens": r.tokens,
+            "flops": r.flops_exact, "tokens_per_param": r.tokens / r.params, "n_layer": r.model.n_layer,
+            "d_model": r.model.d_model, "train_precision": r.deepspeed.precision if r.deepspeed else "fp32"}
 
 
 def fit_laws(table: pd.DataFrame, cfg: CompressConfig) -> list[DegradationFit]:
@@ -222,10 +185,9 @@ def fit_laws(table: pd.DataFrame, cfg: CompressConfig) -> list[DegradationFit]:
     return laws
 
 
-def stage_wandb(wandb_cfg, sweep_dir: str, cells: list[CellRun]) -> Optional[object]:
+def stage_wandb(wandb_cfg, sweep_dir: str, cells: list[SweepCell]) -> Optional[object]:
     """The W&B config for the stage's run: in the sweep's group, writing where its trials wrote."""
     if wandb_cfg is None:
         return None
-    plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
-    trial_dir = (cells[0].record.job.get("wandb") or {}).get("dir")
-    return dataclasses.replace(wandb_cfg, group=plan["sweep"]["name"], dir=wandb_cfg.dir or trial_dir)
+    trial_dir = cells[0].record.job.wandb.dir if cells[0].record.job else None
+    return dataclasses.replace(wandb_cfg, group=SweepDir(sweep_dir).group, dir=wandb_cfg.dir or trial_dir)

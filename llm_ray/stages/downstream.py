@@ -34,12 +34,12 @@ import pandas as pd
 
 from llm_ray.core.config import ResourcesConfig, TrainJobConfig, WandbConfig
 from llm_ray.core.plan import _count as count_label
-from llm_ray.core.records import RunRecord
+from llm_ray.core.records import FinetuneResult, RunRecord
 from llm_ray.finetune.config import DownstreamConfig
 from llm_ray.finetune.tasks import LabelledSplits, load_records, split_records
 from llm_ray.io import storage
 from llm_ray.sweeps.runner import ctrl_c_stops_the_command
-from llm_ray.training.launch import read_record
+from llm_ray.io.sweepdir import SweepDir, read_finetune_result
 
 KINDS = ("pretrained", "scratch", "baseline")
 COLUMNS = ["task", "cell_id", "kind", "params", "flops", "budget", "n_layer", "d_model", "pretrain_loss",
@@ -89,7 +89,7 @@ def run_downstream(sweep_dir: str, cfg: DownstreamConfig, resources: Optional[Re
     tokenizer_path = check_checkpoints(cells)
     splits = load_splits(cfg)
     check_max_tokens(cfg, cells)
-    stage_dir = storage.join(sweep_dir, "downstream", f"{cfg.task}-{content_key(cfg, cells[0].record.data['key'])}")
+    stage_dir = storage.join(sweep_dir, "downstream", f"{cfg.task}-{content_key(cfg, cells[0].record.data_key)}")
     split_path = write_split(splits, tokenizer_path, cfg.max_tokens, stage_dir)
     jobs = plan_jobs(cells, cfg, split_path, stage_dir, len(splits.classes))
     pending = [j for j in jobs if not finished(j)]
@@ -97,7 +97,7 @@ def run_downstream(sweep_dir: str, cfg: DownstreamConfig, resources: Optional[Re
         f"({len(splits.train_texts)} train / {len(splits.test_texts)} test examples, {len(splits.classes)} classes)")
     if pending:
         t0 = time.perf_counter()
-        run_trials(pending, stage_dir, cfg, resources or ResourcesConfig(**cells[0].record.job.get("resources", {})))
+        run_trials(pending, stage_dir, cfg, resources or cells[0].record.job.resources)
         log(f"downstream {cfg.task}: {len(pending)} fine-tune trials in {time.perf_counter() - t0:.0f} s")
     rows = [finetune_row(j, cfg) for j in jobs if finished(j)]
     failed = [j.row_id for j in jobs if not finished(j)]
@@ -115,37 +115,20 @@ def run_downstream(sweep_dir: str, cfg: DownstreamConfig, resources: Optional[Re
 def sweep_wandb(wandb_cfg: Optional[WandbConfig], cells: list[SweepCell]) -> WandbConfig:
     """The W&B settings given (else the sweep's), with the sweep's resolved local directory when none
     is set, so the stage's run lands beside the sweep's trial and fit runs."""
-    recorded = WandbConfig(**cells[0].record.job.get("wandb", {}))
+    recorded = cells[0].record.job.wandb
     cfg = wandb_cfg or recorded
     return dataclasses.replace(cfg, dir=cfg.dir or recorded.dir)
 
 
 def read_cells(sweep_dir: str) -> list[SweepCell]:
-    """The sweep's finished `ok` cells, from results.parquet (final points) and their result.json."""
-    from llm_ray.sweeps.results import read_results
-
-    if not storage.exists(storage.join(sweep_dir, "results.parquet")):
-        raise ValueError(f"sweep_dir={sweep_dir!r} holds no results.parquet: give the directory a sweep wrote "
-                         f"(printed as 'sweep directory:' at its end).")
-    table = read_results(sweep_dir)
-    final = table[(table["role"] == "sweep") & table["final"] & (table["status"] == "ok")]
-    if final.empty:
-        raise ValueError(f"sweep_dir={sweep_dir!r} has no finished cell with status ok: nothing to fine-tune.")
+    """The sweep's finished `ok` cells (SweepDir: the plan's cells, their records, their saved weights),
+    by budget and size, each with its final evaluation (the point the law was fitted on)."""
     cells = []
-    for r in final.sort_values(["budget", "params"]).itertuples():
-        run_dir = storage.join(sweep_dir, "cells", r.cell_id)
-        rec = read_record(run_dir)
-        weights = storage.join(run_dir, rec.weights) if rec.weights else None
-        cells.append(SweepCell(r.cell_id, rec, float(r.budget), float(r.flops), float(r.loss),
-                               weights if weights and storage.exists(weights) else None))
-    missing = [c.cell_id for c in cells if c.weights is None]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} of {len(cells)} cells of {sweep_dir} have no saved weights (cells/<id>/weights.pt): "
-            f"{', '.join(missing)}. Cells keep their final weights when trainer.save_weights=true (the default "
-            f"since llm-ray saved weights): delete those cells' directories and re-run the sweep command, which "
-            f"trains them again (the other cells are kept).")
-    return cells
+    for c in SweepDir(sweep_dir).cells(status="ok", weights=True, need="fine-tune"):
+        evals = c.record.eval_points()
+        flops, loss = (evals[-1].flops_exact, evals[-1].val_loss) if evals else (np.nan, np.nan)
+        cells.append(SweepCell(c.cell_id, c.record, float(c.cell.budget), float(flops), float(loss), c.weights))
+    return sorted(cells, key=lambda c: (c.budget, c.record.params))
 
 
 def check_checkpoints(cells: list[SweepCell]) -> str:
@@ -156,7 +139,9 @@ def check_checkpoints(cells: list[SweepCell]) -> str:
 
     from llm_ray.data import load_tokenizer
 
-    paths = {c.record.data.get("tokenizer_path") for c in cells}
+    from llm_ray.data import PreparedData
+
+    paths = {PreparedData.from_dict(c.record.data).tokenizer_path for c in cells}
     if len(paths) != 1 or None in paths:
         raise ValueError(f"the sweep's cells were trained with {len(paths)} different tokenizers ({sorted(map(str, paths))}): "
                          f"fine-tune a sweep whose cells share one data config (data.* and its cache entry).")
@@ -167,10 +152,10 @@ def check_checkpoints(cells: list[SweepCell]) -> str:
     vocab = load_tokenizer(path).get_vocab_size()
     for c in cells:
         with fsspec.open(c.weights, "rb") as f:
-            rows = torch.load(f, map_location="cpu")["wte.weight"].shape[0]
-        if not vocab == c.record.model["vocab_size"] == rows:
+            rows = torch.load(f, map_location="cpu", weights_only=True)["wte.weight"].shape[0]
+        if not vocab == c.record.model.vocab_size == rows:
             raise ValueError(f"cell {c.cell_id}: tokenizer/vocabulary mismatch: the sweep's tokenizer {path} has "
-                             f"{vocab} tokens, the cell's model.vocab_size is {c.record.model['vocab_size']} and its "
+                             f"{vocab} tokens, the cell's model.vocab_size is {c.record.model.vocab_size} and its "
                              f"checkpoint's embedding has {rows} rows: the checkpoint was not trained with this "
                              f"tokenizer; re-train the cell (delete cells/{c.cell_id}, re-run the sweep).")
     return path
@@ -182,7 +167,7 @@ def load_splits(cfg: DownstreamConfig) -> LabelledSplits:
 
 
 def check_max_tokens(cfg: DownstreamConfig, cells: list[SweepCell]) -> None:
-    seq = min(int(c.record.model["seq_len"]) for c in cells)
+    seq = min(int(c.record.model.seq_len) for c in cells)
     if cfg.max_tokens > seq:
         raise ValueError(f"downstream.max_tokens={cfg.max_tokens} exceeds the sweep's model.seq_len={seq} "
                          f"(its position table): use downstream.max_tokens<={seq}.")
@@ -222,24 +207,24 @@ def plan_jobs(cells: list[SweepCell], cfg: DownstreamConfig, split_path: str, st
     """A fine-tune per cell, and (downstream.scratch) one per distinct model shape from scratch."""
     common = dict(split_path=split_path, n_classes=n_classes, recipe=cfg.recipe(), ci_level=cfg.ci_level,
                   threads=cfg.threads_per_trial)
-    jobs = [FinetuneJob(row_id=c.cell_id, kind="pretrained", model=dict(c.record.model), weights=c.weights,
+    jobs = [FinetuneJob(row_id=c.cell_id, kind="pretrained", model=dataclasses.asdict(c.record.model), weights=c.weights,
                         params=int(c.record.params), flops=c.flops, budget=c.budget, pretrain_loss=c.loss,
                         out_dir=storage.join(stage_dir, "runs", c.cell_id), **common) for c in cells]
     if cfg.scratch:
         shapes = {}
         for c in cells:
-            shapes.setdefault(json.dumps(c.record.model, sort_keys=True), c)
+            shapes.setdefault(json.dumps(dataclasses.asdict(c.record.model), sort_keys=True), c)
         for c in shapes.values():
             row_id = f"scratch-N{count_label(c.record.params)}"  # as cell names: N49.6k
-            jobs.append(FinetuneJob(row_id=row_id, kind="scratch", model=dict(c.record.model), weights=None,
+            jobs.append(FinetuneJob(row_id=row_id, kind="scratch", model=dataclasses.asdict(c.record.model), weights=None,
                                     params=int(c.record.params), flops=0.0, budget=0.0, pretrain_loss=float("nan"),
                                     out_dir=storage.join(stage_dir, "runs", row_id), **common))
     return jobs
 
 
 def finished(job: FinetuneJob) -> bool:
-    path = storage.join(job.out_dir, "result.json")
-    return storage.exists(path) and storage.read_json(path).get("status") == "ok"
+    result = read_finetune_result(job.out_dir)
+    return result is not None and result.ok
 
 
 def run_trials(pending: list[FinetuneJob], stage_dir: str, cfg: DownstreamConfig, resources: ResourcesConfig) -> None:
@@ -280,7 +265,8 @@ def finetune_trial(config: dict) -> None:
         result = run_finetune(job)
     except Exception as err:  # noqa: BLE001 - a failed fine-tune is a result of the stage
         result = {"status": "failed", "reason": f"{type(err).__name__}: {err}"[:2000]}
-    storage.write_json(storage.join(job.out_dir, "result.json"), {"row_id": job.row_id, "kind": job.kind, **result})
+    record = FinetuneResult.from_json({"row_id": job.row_id, "kind": job.kind, **result})
+    storage.write_json(storage.join(job.out_dir, "result.json"), record.to_json())
 
 
 def run_finetune(job: FinetuneJob) -> dict:
@@ -311,12 +297,12 @@ def run_finetune(job: FinetuneJob) -> dict:
 # --------------------------------------------------------------------------------------------
 
 def finetune_row(job: FinetuneJob, cfg: DownstreamConfig) -> dict:
-    r = storage.read_json(storage.join(job.out_dir, "result.json"))
+    r = read_finetune_result(job.out_dir)
     return {"task": cfg.task, "cell_id": job.row_id, "kind": job.kind, "params": job.params, "flops": job.flops,
             "budget": job.budget, "n_layer": job.model["n_layer"], "d_model": job.model["d_model"],
-            "pretrain_loss": job.pretrain_loss, "accuracy": r["accuracy"], "accuracy_lo": r["accuracy_lo"],
-            "accuracy_hi": r["accuracy_hi"], "macro_f1": r["macro_f1"], "n_correct": r["n_correct"],
-            "n_test": r["n"], "n_train": r["n_train"], "finetune_s": r["train_s"], "eval_s": r["eval_s"],
+            "pretrain_loss": job.pretrain_loss, "accuracy": r.accuracy, "accuracy_lo": r.accuracy_lo,
+            "accuracy_hi": r.accuracy_hi, "macro_f1": r.macro_f1, "n_correct": r.n_correct,
+            "n_test": r.n, "n_train": r.n_train, "finetune_s": r.train_s, "eval_s": r.eval_s,
             "recipe_key": job.out_dir.rstrip("/").split("/")[-3]}
 
 

@@ -22,22 +22,25 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from llm_ray.core.config import TrainJobConfig, job_from_record
+from llm_ray.core.config import TrainJobConfig
 from llm_ray.core.plan import Cell, SweepConfig, cell_key, plan_cell, size_to_shape
-from llm_ray.core.records import APPROACHES, FitRecord, ForecastCheck
+from llm_ray.core.records import APPROACHES, DroppedRun, ForecastCheck, HeldOutRun, Prediction, Registration
+from llm_ray.core.secrets import MASK
 from llm_ray.fitting import FitConfig, fit_all
 from llm_ray.fitting.predict import frontier_of, predict_budgets
 from llm_ray.fitting.validation import Check, best_supported, forecast_loss, models_to_validate
 from llm_ray.io import storage
 from llm_ray.sweeps.results import collect_results, fitted_rows, read_results, write_results
-from llm_ray.sweeps.runner import PlannedCell, cell_job, is_finished, plan_context, train_cells
-from llm_ray.training.launch import read_record
+from llm_ray.io.sweepdir import PREDICTIONS, SweepDir, is_finished
+from llm_ray.sweeps.cells import PlannedCell, cell_job
+from llm_ray.sweeps.runner import plan_context, train_cells
 
 STAGE = "validation"
 
 
-def run_validation(sweep_dir: str, flops: list, log=print) -> list[ForecastCheck]:
-    """Forecast, register, train and compare for each held-out budget in `flops`."""
+def run_validation(sweep_dir: str, flops: list, log=print, sources: Optional[list] = None) -> list[ForecastCheck]:
+    """Forecast, register, train and compare for each held-out budget in `flops`. `sources`: the
+    sweep command's own data.sources (its records hold them with credentials masked)."""
     sweep, base, fit_cfg = sweep_settings(sweep_dir)
     check_budgets(flops, sweep)
     table = read_results(sweep_dir)
@@ -45,13 +48,14 @@ def run_validation(sweep_dir: str, flops: list, log=print) -> list[ForecastCheck
     outcome = fit_all(fitted, fit_cfg)
     from llm_ray.training.launch import prepare
 
-    data = prepare(base, log=log)
+    data = prepare(with_sources(base, sources), log=log)
     budgets = [forecast_budget(outcome, sweep, base, data.n_train_tokens, float(c), sweep_dir) for c in flops]
-    registration = register(sweep_dir, fit_key(fitted, outcome.cfg), outcome.cfg.ci_level, budgets, log)
-    runs = {r["cell_id"]: r for b in registration["budgets"] for r in b["runs"]}
-    planned = [PlannedCell(cell_id=r["cell_id"], cell=Cell(**r["cell"]),
-                           job=cell_job(base, Cell(**r["cell"]), storage.join(sweep_dir, STAGE, "cells"),
-                                        group=sweep.name).job) for r in runs.values()]
+    key = fit_key(fitted, outcome.cfg)
+    registrations = register(sweep_dir, key, outcome.cfg.ci_level, budgets, log)
+    runs = {r.cell_id: r for b in registrations for r in b.runs}
+    planned = [PlannedCell(cell_id=r.cell_id, cell=r.cell,
+                           job=cell_job(base, r.cell, storage.join(sweep_dir, STAGE, "cells"), group=sweep.name).job)
+               for r in runs.values()]
     pending = [p for p in planned if not is_finished(storage.join(sweep_dir, STAGE, "cells", p.cell_id))]
     log(f"validation: {len(planned) - len(pending)} held-out runs already finished (kept), {len(pending)} to train")
     if pending:
@@ -62,24 +66,32 @@ def run_validation(sweep_dir: str, flops: list, log=print) -> list[ForecastCheck
     held_out = collect_results(storage.join(sweep_dir, STAGE, "cells"), {p.cell_id: p.cell for p in planned},
                                role=STAGE)
     write_results(pd.concat([fitted, held_out], ignore_index=True), sweep_dir)
-    checks = compare(registration, sweep_dir)
-    write_outputs(sweep_dir, checks, registration, base, sweep.name)
+    checks = compare(registrations, sweep_dir)
+    write_outputs(sweep_dir, checks, key, registrations, base, sweep.name)
     return checks
+
+
+def with_sources(base: TrainJobConfig, sources: Optional[list]) -> TrainJobConfig:
+    """The recorded job, with the corpus URLs to read it again: `sources` when given, else the
+    recorded ones, which must not be masked (a credential in a URL is never written out)."""
+    if sources is not None:
+        return dataclasses.replace(base, data=dataclasses.replace(base.data, sources=list(sources)))
+    masked = [s for s in base.data.sources if MASK in str(s)]
+    if masked:
+        raise ValueError(f"data.sources {masked}: the sweep's corpus URLs held credentials, which its records "
+                         f"keep masked; validate from the sweep command itself (sweep.validate_flops), or give "
+                         f"the credential to the storage's own chain (~/.netrc, AWS variables) and a URL without it.")
+    return base
 
 
 def sweep_settings(sweep_dir: str) -> tuple[SweepConfig, TrainJobConfig, FitConfig]:
     """The sweep's own settings, from its records: plan.json, a finished cell's RunRecord, fit.json."""
-    plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
-    sweep = SweepConfig(**plan["sweep"])
-    records = [read_record(storage.join(sweep_dir, "cells", c)) for c in plan["cells"]
-               if storage.exists(storage.join(sweep_dir, "cells", c, "result.json"))]
-    jobs = [r.job for r in records if r.job]
+    sweep = SweepDir(sweep_dir)
+    jobs = [c.record.job for c in sweep.cells() if c.record is not None and c.record.job is not None]
     if not jobs:
         raise ValueError(f"sweep_dir={sweep_dir!r}: no finished cell records its training config "
                          f"(result.json `job`): run the sweep (python -m llm_ray.sweep) first.")
-    fit_cfg = FitConfig(**{k: v for k, v in storage.read_json(storage.join(sweep_dir, "fit.json"))["config"].items()
-                           if k in FitConfig.__dataclass_fields__})
-    return sweep, job_from_record(jobs[0]), fit_cfg
+    return sweep.plan.sweep, jobs[0], sweep.fit_config()
 
 
 def check_budgets(flops: list, sweep: SweepConfig) -> None:
@@ -101,9 +113,9 @@ def fit_key(fitted: pd.DataFrame, cfg: FitConfig) -> str:
 
 
 def forecast_budget(outcome, sweep: SweepConfig, base: TrainJobConfig, train_tokens: int, c: float,
-                    sweep_dir: str) -> dict:
+                    sweep_dir: str) -> Registration:
     """Each approach's frontier at C, the models to train there, and every approach's predicted loss
-    for each of them (registered as they are, before anything trains)."""
+    for each of them (registered as they are, before anything trains; `register` stamps it)."""
     k, level = outcome.cfg.flops_per_param_token, outcome.cfg.ci_level
     frontier = {}
     for name in APPROACHES:
@@ -116,83 +128,78 @@ def forecast_budget(outcome, sweep: SweepConfig, base: TrainJobConfig, train_tok
     for n, chosen_by in models_to_validate(n_opt):
         cell = plan_cell(sweep, ctx, c, size_to_shape(sweep, ctx, n), check_ratio=False)
         if not isinstance(cell, Cell):
-            dropped.append({"params": cell.params, "chosen_by": list(chosen_by), "reason": cell.reason})
+            dropped.append(DroppedRun(params=cell.params, chosen_by=tuple(chosen_by), reason=cell.reason))
             continue
         planned = cell_job(base, cell, storage.join(sweep_dir, STAGE, "cells"), group=sweep.name)
-        forecasts = {name: forecast_loss(name, outcome.params_of(name), outcome.samples.get(name), n=cell.params,
-                                         d=cell.tokens, c=c, level=level, k=k)._asdict() for name in frontier}
-        runs.append({"cell_id": planned.cell_id, "chosen_by": list(chosen_by), "n_opt": n,
-                     "cell": dataclasses.asdict(cell), "forecasts": forecasts})
-    return {"flops": c, "frontier": frontier, "runs": merge_same_cells(runs), "dropped": dropped}
+        forecasts = {name: Prediction(*forecast_loss(name, outcome.params_of(name), outcome.samples.get(name),
+                                                     n=cell.params, d=cell.tokens, c=c, level=level, k=k))
+                     for name in frontier}
+        runs.append(HeldOutRun(cell_id=planned.cell_id, chosen_by=tuple(chosen_by), n_opt=n, cell=cell,
+                               forecasts=forecasts))
+    return Registration(fit_key="", registered_at="", ci_level=level, flops=c, frontier=frontier,
+                        runs=tuple(merge_same_cells(runs)), dropped=tuple(dropped))
 
 
-def merge_same_cells(runs: list[dict]) -> list[dict]:
+def merge_same_cells(runs: list[HeldOutRun]) -> list[HeldOutRun]:
     """Two approaches whose N_opt round to the same shape train one run, chosen by both."""
     out: dict = {}
     for r in runs:
-        if r["cell_id"] in out:
-            out[r["cell_id"]]["chosen_by"] += r["chosen_by"]
-        else:
-            out[r["cell_id"]] = r
+        first = out.get(r.cell_id)
+        out[r.cell_id] = dataclasses.replace(first, chosen_by=first.chosen_by + r.chosen_by) if first else r
     return list(out.values())
 
 
-def register(sweep_dir: str, key: str, level: float, budgets: list[dict], log) -> dict:
+def register(sweep_dir: str, key: str, level: float, budgets: list[Registration], log) -> list[Registration]:
     """Append this fit's forecasts for budgets not registered yet to predictions.json; entries already
-    there are never modified (a re-run reuses them). Returns this fit's registration."""
-    path = storage.join(sweep_dir, "predictions.json")
-    book = storage.read_json(path) if storage.exists(path) else {"schema": 1, "registrations": []}
-    mine = {float(r["flops"]): r for r in book["registrations"] if r["fit_key"] == key}
-    new = [b for b in budgets if float(b["flops"]) not in mine]
+    there are never modified (a re-run reuses them). Returns this fit's registration of each budget."""
+    sweep = SweepDir(sweep_dir)
+    mine = {float(r.flops): r for r in sweep.registrations() if r.fit_key == key}
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    for b in new:
-        entry = {"fit_key": key, "registered_at": now, "ci_level": level, **b}
-        book["registrations"].append(entry)
-        mine[float(b["flops"])] = entry
+    new = [dataclasses.replace(b, fit_key=key, registered_at=now, ci_level=level)
+           for b in budgets if float(b.flops) not in mine]
     if new:
-        storage.write_json(path, book)
-        budgets_text = ", ".join(f"{b['flops']:.3g}" for b in new)
-        log(f"validation: forecasts for C = {budgets_text} registered in {path} before training")
-    return {"fit_key": key, "budgets": [mine[float(b["flops"])] for b in budgets]}
+        sweep.register(new)
+        mine.update({float(b.flops): b for b in new})
+        log(f"validation: forecasts for C = {', '.join(f'{b.flops:.3g}' for b in new)} registered in "
+            f"{sweep.path(PREDICTIONS)} before training")
+    return [mine[float(b.flops)] for b in budgets]
 
 
-def compare(registration: dict, sweep_dir: str) -> list[ForecastCheck]:
+def compare(registrations: list[Registration], sweep_dir: str) -> list[ForecastCheck]:
     """Every registered forecast against its held-out run's measured loss."""
     checks = []
-    for b in registration["budgets"]:
-        for run in b["runs"]:
-            run_dir = storage.join(sweep_dir, STAGE, "cells", run["cell_id"])
-            rec = read_record(run_dir) if storage.exists(storage.join(run_dir, "result.json")) else None
+    for b in registrations:
+        for run in b.runs:
+            rec = SweepDir(sweep_dir).record(run.cell_id, stage=STAGE)
             measured = rec.final_val_loss if rec is not None and rec.status == "ok" else None
-            for name, f in run["forecasts"].items():
-                check = Check(name, f["loss"], tuple(f["ci"]) if f["ci"] else None,
-                              measured if measured is not None else math.nan)
+            for name, f in run.forecasts.items():
+                check = Check(name, f.loss, f.ci, measured if measured is not None else math.nan)
                 checks.append(ForecastCheck(
-                    flops=float(b["flops"]), cell_id=run["cell_id"], params=run["cell"]["params"],
-                    tokens=run["cell"]["tokens"], chosen_by=tuple(run["chosen_by"]), approach=name,
-                    predicted=f["loss"], ci=check.ci, measured=measured,
+                    flops=float(b.flops), cell_id=run.cell_id, params=run.cell.params,
+                    tokens=run.cell.tokens, chosen_by=run.chosen_by, approach=name,
+                    predicted=f.loss, ci=check.ci, measured=measured,
                     status=rec.status if rec is not None else "missing",
                     error=check.error if measured is not None else None,
                     inside=check.inside if measured is not None else None))
     return checks
 
 
-def write_outputs(sweep_dir: str, checks: list[ForecastCheck], registration: dict, base: TrainJobConfig,
-                  sweep_name: str) -> None:
+def write_outputs(sweep_dir: str, checks: list[ForecastCheck], key: str, registrations: list[Registration],
+                  base: TrainJobConfig, sweep_name: str) -> None:
     from llm_ray.reporting.markdown import refresh_report
     from llm_ray.reporting.validation import validation_markdown, validation_png, log_validation_table
 
-    fit = FitRecord.from_json(storage.read_json(storage.join(sweep_dir, "fit.json")))
+    fit = SweepDir(sweep_dir).fit
     supported = best_supported(Check(c.approach, c.predicted, c.ci, c.measured if c.measured is not None else np.nan)
                                for c in checks)
     storage.write_json(storage.join(sweep_dir, "validation.json"), {
-        "schema": 1, "fit_key": registration["fit_key"], "supported": supported,
+        "schema": 1, "fit_key": key, "supported": supported,
         "checks": [dataclasses.asdict(c) for c in checks],
-        "dropped": [d | {"flops": b["flops"]} for b in registration["budgets"] for d in b["dropped"]]})
+        "dropped": [d.to_json() | {"flops": b.flops} for b in registrations for d in b.dropped]})
     table = read_results(sweep_dir)
     storage.write_bytes_atomic(storage.join(sweep_dir, "validation.png"), validation_png(table, fit, checks))
     storage.write_bytes_atomic(storage.join(sweep_dir, "validation.md"), validation_markdown(
-        checks, registration, supported, top_budget=float(fitted_rows(table)["budget"].max())).encode())
+        checks, registrations, supported, top_budget=float(fitted_rows(table)["budget"].max())).encode())
     refresh_report(sweep_dir)
     log_validation_table(dataclasses.replace(base.wandb, group=sweep_name), sweep_name, checks)
 

@@ -29,8 +29,10 @@ from llm_ray.core.branches import branch_start, cooldown_flops, plan_trunks
 from llm_ray.core.config import TrainJobConfig
 from llm_ray.core.records import RunRecord
 from llm_ray.io import storage
-from llm_ray.sweeps.runner import PlannedCell, cell_trial, content_key
-from llm_ray.training.launch import POINT_DONE, RunSpec, branch_point_url
+from llm_ray.io.sweepdir import read_record_if_any
+from llm_ray.sweeps.cells import PlannedCell, cell_trial, content_key
+from llm_ray.training.launch import RunSpec
+from llm_ray.training.points import POINT_DONE, branch_point_url
 
 COOLDOWN_FIELDS = ("tokens", "cooldown_fraction", "cooldown_shape", "cooldown_min_lr_ratio", "save_weights")
 """What a trunk's constant-lr trajectory does not depend on (left out of its id)."""
@@ -148,8 +150,7 @@ def unreachable_record(branch: RunSpec, carrier_dir: str) -> RunRecord:
     constant lr before the cooldown start is the cell's own run diverging there (the same steps);
     anything else is a failure, retried by the next run of the sweep."""
     cell = branch.cell
-    path = storage.join(carrier_dir, "result.json")
-    trunk = RunRecord.from_json(storage.read_json(path)) if storage.exists(path) else None
+    trunk = read_record_if_any(carrier_dir)
     what = f"its trunk {cell['trunk']} ended before the branch point at step {cell['branch_start']}"
     if trunk is not None and trunk.status == "diverged":
         return RunRecord(run_id=cell["cell_id"], status="diverged", reason=f"{what}: diverged ({trunk.reason})",

@@ -58,13 +58,11 @@ class Progress:
 def trained_flops(cells_dir: str, cell: dict) -> float | None:
     """C the cell's result.json (its RunRecord) says it trained; None when it has none (a failed
     cell's record carries no FLOPs: it then counts as far as it last reported)."""
-    from llm_ray.core.records import RunRecord
     from llm_ray.io import storage
+    from llm_ray.io.sweepdir import read_record_if_any
 
-    path = storage.join(cells_dir, cell["cell_id"], "result.json")
-    if not storage.exists(path):
-        return None
-    return RunRecord.from_json(storage.read_json(path)).flops_exact
+    record = read_record_if_any(storage.join(cells_dir, cell["cell_id"]))
+    return None if record is None else record.flops_exact
 
 
 def _say(message: str) -> None:

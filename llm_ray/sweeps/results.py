@@ -7,13 +7,13 @@ One row per evaluation point per cell, with the columns the fitter reads (`param
 
 from __future__ import annotations
 
-import io
 import math
 
 import pandas as pd
 
 from llm_ray.core.records import RunRecord
 from llm_ray.io import storage
+from llm_ray.io.sweepdir import ROLES, SweepDir, fitted_rows, read_record_if_any  # noqa: F401 - callers' names
 
 COLUMNS = [
     "cell_id", "run_id", "budget", "n_layer", "d_model", "n_head", "d_ff", "params",
@@ -21,17 +21,14 @@ COLUMNS = [
     "train_loss", "val_loss", "loss", "lr", "final", "status", "reason", "wall_s", "tokens_per_s",
     "mfu", "epochs", "n_spikes", "role",
 ]
-ROLES = ("sweep", "validation")
-"""`sweep` rows are fitted; `validation` rows (held-out budgets, llm_ray.stages.validate) never are."""
 
 
 def collect_results(cells_dir: str, cells: dict, role: str = "sweep") -> pd.DataFrame:
     """Rows from every planned cell's RunRecord (result.json); cells without one appear as `missing`."""
     rows = []
     for cell_id, cell in cells.items():
-        path = storage.join(cells_dir, cell_id, "result.json")
-        rec = (RunRecord.from_json(storage.read_json(path)) if storage.exists(path) else
-               RunRecord(run_id=cell_id, status="missing", reason="no result (not run or interrupted)"))
+        rec = (read_record_if_any(storage.join(cells_dir, cell_id))
+               or RunRecord(run_id=cell_id, status="missing", reason="no result (not run or interrupted)"))
         rows += [{**row, "role": role} for row in cell_rows(cell_id, cell, rec)]
     df = pd.DataFrame(rows)
     for col in COLUMNS:
@@ -61,21 +58,8 @@ def cell_rows(cell_id: str, cell, rec: RunRecord) -> list[dict]:
 
 def write_results(df: pd.DataFrame, sweep_dir: str) -> None:
     """results.parquet and results.csv, each written whole (never a torn file)."""
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    storage.write_bytes_atomic(storage.join(sweep_dir, "results.parquet"), buf.getvalue())
-    storage.write_bytes_atomic(storage.join(sweep_dir, "results.csv"), df.to_csv(index=False).encode())
+    SweepDir(sweep_dir).write_results(df)
 
 
 def read_results(sweep_dir: str) -> pd.DataFrame:
-    fs, path = storage.fs_and_path(storage.join(sweep_dir, "results.parquet"))
-    with fs.open(path, "rb") as f:
-        df = pd.read_parquet(io.BytesIO(f.read()))
-    if "role" not in df:  # written before held-out validation existed: every row is a sweep row
-        df["role"] = "sweep"
-    return df
-
-
-def fitted_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows a sweep's law is fitted on: its own cells, never the held-out validation runs."""
-    return df[df["role"] == "sweep"]
+    return SweepDir(sweep_dir).results()

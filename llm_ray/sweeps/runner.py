@@ -13,66 +13,32 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import pandas as pd
 
 from llm_ray.core.branches import (check_branchable, drop_unbranchable, format_spent, plan_trunks,
                                    shared_warmup, spent_flops)
 from llm_ray.core.config import TrainJobConfig, validate_train_job
-from llm_ray.core.plan import Cell, PlanContext, SweepConfig, cell_key, format_plan, plan_cells
-from llm_ray.core.records import RunRecord
+from llm_ray.core.plan import PlanContext, SweepConfig, format_plan, plan_cells
+from llm_ray.core.records import PlanRecord, RunRecord
+from llm_ray.core.secrets import redact_sources, secret_values
 from llm_ray.data import PreparedData
 from llm_ray.io import storage
-from llm_ray.training.launch import RunSpec, read_record
-
-# Keys that do not change what a cell trains: excluded from its content key.
-BOOKKEEPING = {"trainer": ("name", "storage_path", "log_every", "checkpoint_every", "num_to_keep",
-                           "max_failures", "peak_flops", "fail_at_step"),
-               "data": ("cache_dir",), "resources": ("address", "local_num_cpus")}
-
-
-class PlannedCell(NamedTuple):
-    """A cell of the plan with its content-keyed id and its full training config."""
-
-    cell_id: str
-    cell: Cell
-    job: TrainJobConfig
-
+from llm_ray.io.sweepdir import SweepDir, is_finished
+from llm_ray.sweeps.cells import PlannedCell, cell_job, cell_trial, content_key  # noqa: F401 - callers' names
+from llm_ray.training.launch import RunSpec
 
 @dataclass(frozen=True)
 class SweepRun:
     """What a sweep produced: where it lives, its plan, which cells this call trained, the table."""
 
     sweep_dir: str
-    plan: dict
+    plan: PlanRecord
     trained: list
     table: pd.DataFrame
     base: TrainJobConfig
     """The sweep's base job with its paths resolved (storage, data cache, W&B directory)."""
-
-
-def cell_job(base: TrainJobConfig, cell: Cell, cells_dir: str, group: str) -> PlannedCell:
-    """The full training config of one cell, and its content-keyed id (`C2e11-N87.4k-3f9a1c2b7e`)."""
-    model = dataclasses.replace(base.model, n_layer=cell.n_layer, d_model=cell.d_model,
-                                n_head=cell.n_head, d_ff=cell.d_ff)
-    trainer = dataclasses.replace(base.trainer, tokens=float(cell.tokens), lr=cell.lr,
-                                  warmup_steps=cell.warmup_steps, global_batch_tokens=cell.global_batch_tokens,
-                                  num_workers=cell.num_workers, storage_path=cells_dir)
-    job = dataclasses.replace(base, model=model, trainer=trainer,
-                              wandb=dataclasses.replace(base.wandb, group=group))
-    cell_id = f"{cell.name}-{content_key(job)}"
-    job = dataclasses.replace(job, trainer=dataclasses.replace(trainer, name=cell_id))
-    validate_train_job(job)
-    return PlannedCell(cell_id=cell_id, cell=cell, job=job)
-
-
-def content_key(job: TrainJobConfig, drop_trainer: tuple = ()) -> str:
-    """The key of what a job trains: its config without bookkeeping (and without `drop_trainer`)."""
-    keyed = {k: {kk: vv for kk, vv in v.items()
-                 if kk not in BOOKKEEPING.get(k, ()) and not (k == "trainer" and kk in drop_trainer)}
-             for k, v in dataclasses.asdict(job).items() if k != "wandb"}
-    return cell_key(keyed)
 
 
 def sweep_base(base: TrainJobConfig, sweep: SweepConfig) -> TrainJobConfig:
@@ -83,6 +49,14 @@ def sweep_base(base: TrainJobConfig, sweep: SweepConfig) -> TrainJobConfig:
     return dataclasses.replace(base, trainer=dataclasses.replace(base.trainer, schedule="wsd"))
 
 
+def sweep_dir_of(base: TrainJobConfig, sweep: SweepConfig) -> str:
+    """The sweep's directory, `<sweep.storage_path or trainer.storage_path>/<sweep.name>` (absolute)."""
+    from llm_ray.training.launch import resolve_paths
+
+    root = sweep.storage_path or resolve_paths(base).trainer.storage_path
+    return storage.join(storage.to_local_or_url(root), sweep.name)
+
+
 def plan_context(base: TrainJobConfig, train_tokens: Optional[int]) -> PlanContext:
     m, t = base.model, base.trainer
     return PlanContext(seq_len=m.seq_len, vocab_size=m.vocab_size, tie_embeddings=m.tie_embeddings, lr=t.lr,
@@ -91,11 +65,10 @@ def plan_context(base: TrainJobConfig, train_tokens: Optional[int]) -> PlanConte
 
 
 def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[PreparedData] = None
-               ) -> tuple[str, list[PlannedCell], dict]:
+               ) -> tuple[str, list[PlannedCell], PlanRecord]:
     """(sweep directory, planned cells, the plan record written to plan.json); no side effects.
     Without `data` (a dry run) epochs are unknown and sweep.max_epochs is not applied."""
-    root = storage.to_local_or_url(sweep.storage_path or base.trainer.storage_path)
-    sweep_dir = storage.join(root, sweep.name)
+    sweep_dir = sweep_dir_of(base, sweep)
     ctx = plan_context(base, data.n_train_tokens if data else None)
     check_branchable(sweep)
     cells, dropped = plan_cells(sweep, **dataclasses.asdict(ctx))
@@ -109,17 +82,17 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
         raise ValueError("the sweep plan has no cells left after dropping: widen sweep.sizes, "
                          "sweep.budgets or sweep.tokens_per_param, or add text.\n" + format_plan(cells, dropped, 1))
     planned = [cell_job(base, c, storage.join(sweep_dir, "cells"), group=sweep.name) for c in cells]
-    record = {"sweep": dataclasses.asdict(sweep), "train_tokens": ctx.train_tokens,
-              "cells": {p.cell_id: {**dataclasses.asdict(p.cell), "name": p.cell.name} for p in planned},
-              "dropped": [dataclasses.asdict(d) for d in dropped],
-              "table": format_plan(cells, dropped, sweep.est_flops_per_s)}
     spent = spent_flops(shared_warmup(cells, sweep), fraction)  # both schedules, printed before anything trains
-    record["table"] += "\n" + format_spent(spent, sweep.schedule, fraction)
-    record["flops_to_spend"] = {"independent": spent.independent, "wsd_branches": spent.branched,
-                                "trunks": spent.trunks, "cooldowns": spent.cooldowns}
+    trunks = None
     if sweep.schedule == "wsd_branches":
-        record["trunks"] = [{"name": t.name, "steps": t.steps, "points": list(t.points),
-                             "cells": [c.name for c in t.cells]} for t in plan_trunks(cells, fraction)]
+        trunks = tuple({"name": t.name, "steps": t.steps, "points": list(t.points),
+                        "cells": [c.name for c in t.cells]} for t in plan_trunks(cells, fraction))
+    record = PlanRecord(sweep=sweep, train_tokens=ctx.train_tokens, cells={p.cell_id: p.cell for p in planned},
+                        dropped=tuple(dropped), trunks=trunks,
+                        table=format_plan(cells, dropped, sweep.est_flops_per_s) + "\n"
+                        + format_spent(spent, sweep.schedule, fraction),
+                        flops_to_spend={"independent": spent.independent, "wsd_branches": spent.branched,
+                                        "trunks": spent.trunks, "cooldowns": spent.cooldowns})
     return sweep_dir, planned, record
 
 
@@ -131,12 +104,14 @@ def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> Swee
     validate_train_job(base)
     base = sweep_base(resolve_paths(base), sweep)
     data = None if sweep.dry_run else prepare(base, log=log)
+    # The corpus is read: from here on, no credential of data.sources travels (Tune's state, records).
+    base = redact_sources(base, secret_values(os.environ))
     sweep_dir, planned, plan_record = plan_sweep(base, sweep, data)
     log(f"sweep {sweep.name}: {sweep_dir}")
-    log(plan_record["table"])
+    log(plan_record.table)
     if sweep.dry_run:
         return SweepRun(sweep_dir=sweep_dir, plan=plan_record, trained=[], table=pd.DataFrame(), base=base)
-    storage.write_json(storage.join(sweep_dir, "plan.json"), plan_record)
+    SweepDir(sweep_dir).write_plan(plan_record)
 
     cells_dir = storage.join(sweep_dir, "cells")
     pending = [p for p in planned if not is_finished(storage.join(cells_dir, p.cell_id))]
@@ -147,10 +122,6 @@ def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> Swee
     write_results(table, sweep_dir)
     return SweepRun(sweep_dir=sweep_dir, plan=plan_record, trained=[p.cell_id for p in pending], table=table,
                     base=base)
-
-
-def is_finished(run_dir: str) -> bool:
-    return storage.exists(storage.join(run_dir, "result.json")) and read_record(run_dir).finished
 
 
 def train_cells(pending: list[PlannedCell], base: TrainJobConfig, data: PreparedData, sweep: SweepConfig,
@@ -184,15 +155,6 @@ def cell_spec(p: PlannedCell, data: PreparedData, sweep: SweepConfig, stage_dir:
                    cell={"cell_id": p.cell_id, "sweep": sweep.name, "name": p.cell.name, **dataclasses.asdict(p.cell)},
                    # sweep.train_in_process (SweepConfig). Sharded and GPU cells use Train workers.
                    in_process=(sweep.train_in_process and p.cell.num_workers == 1 and not p.job.resources.use_gpu))
-
-
-def cell_trial(spec: RunSpec) -> dict:
-    """What Tune's trial holds: the spec, and beside it in plain values what the driver reads (the
-    trial's name, resources, FLOPs for the progress line) and what must exist before it may start
-    (`needs`: a branch's trunk point). `flops` is what the trial trains itself, `skip_flops` what
-    its run inherits from a checkpoint it starts from."""
-    return {"cell": dict(spec.cell), "resources": cell_resources(spec), "spec": spec,
-            "flops": spec.cell["budget"], "skip_flops": 0.0, "needs": None}
 
 
 def default_concurrency(base: TrainJobConfig, workers_per_cell: int) -> int:
@@ -260,12 +222,6 @@ def run_cell(config: dict) -> None:
     # Trial-level timing, for the overhead benchmark (bench/bench_sweep.py).
     storage.write_json(storage.join(spec.run_dir, "trial.json"),
                        {"t_trial_start": t_trial_start, "t_trial_end": time.time(), "pid": os.getpid()})
-
-
-def cell_resources(spec: RunSpec) -> dict:
-    """An in-process cell's trial holds its worker's CPUs; otherwise the trial only drives its
-    TorchTrainer and the Train workers hold the real resources."""
-    return {"CPU": spec.job.resources.cpus_per_worker} if spec.in_process else {"CPU": 0.01}
 
 
 def measured_peak(job: TrainJobConfig, log):

@@ -156,7 +156,14 @@ def save(engine, directory: str, client_state: dict) -> None:
 
 
 def load(engine, directory: str) -> dict:
-    """Restore weights, optimizer, LR schedule; return the client state saved with them."""
+    """Restore weights, optimizer, LR schedule; return the client state saved with them.
+
+    Trust: DeepSpeed reads its checkpoint files with `torch.load(weights_only=False)` (its
+    TorchCheckpointEngine; the optimizer and engine state hold Python objects), i.e. unpickles them.
+    So a checkpoint is loaded only from this sweep's own storage (Ray's checkpoint of this run, or a
+    branch point under the sweep's trunk directory), never from a path a user or another sweep names:
+    whoever can write to that storage can run code on the workers, so grant write access to it as
+    you would to the cluster itself (docs/security.md)."""
     import torch
 
     _, client_state = engine.load_checkpoint(

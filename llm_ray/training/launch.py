@@ -14,6 +14,8 @@ from llm_ray.core.config import TrainJobConfig, validate_train_job
 from llm_ray.core.records import RunRecord
 from llm_ray.data import PreparedData
 from llm_ray.io import storage, tracking
+from llm_ray.io.sweepdir import read_record  # noqa: F401 - the name callers import from here
+from llm_ray.training.points import POINT_DONE, branch_point_url  # noqa: F401 - the names callers import
 
 # Ray Train V2's controller polls its workers every 2 s by default, and every ray.train.report
 # waits for a poll; at 0.2 s a report costs ~0.2 s (STACK-NOTES: 20 reports 38 s -> 4 s).
@@ -50,16 +52,6 @@ class RunSpec:
     """The wsd_branches trunk this run carries: after each step in `save_at` it saves a branch
     point into `branch_point_url(trunk_dir, step)`."""
     save_at: tuple = ()
-
-
-POINT_DONE = "point.json"
-"""Written last into a branch point, once every rank's files are there: a point without it is
-incomplete and never read."""
-
-
-def branch_point_url(trunk_dir: str, step: int) -> str:
-    """Where a trunk's branch point after `step` optimizer steps lives."""
-    return storage.join(trunk_dir, "points", f"step-{step:08d}")
 
 
 def default_storage_path() -> str:
@@ -211,8 +203,3 @@ def run_training(job: TrainJobConfig, log=print) -> RunRecord:
     build_trainer(RunSpec(job=job, data=data, run_dir=run_dir)).fit()
     return read_record(run_dir)
 
-
-def read_record(run_dir: str) -> RunRecord:
-    """A finished run's record, `<run_dir>/result.json` (written last by its rank 0): the one reader
-    for the commands and stages."""
-    return RunRecord.from_json(storage.read_json(storage.join(run_dir, "result.json")))

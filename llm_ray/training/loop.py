@@ -121,7 +121,7 @@ class WorkerRun:
         our client state."""
         import ray.train
 
-        from llm_ray.training.launch import POINT_DONE
+        from llm_ray.training.points import POINT_DONE
 
         ckpt = None if self.in_process else ray.train.get_checkpoint()
         if ckpt is not None:
@@ -142,9 +142,9 @@ class WorkerRun:
         from llm_ray.training import engine as ds
 
         state = ds.load(self.engine, directory)
-        rng = torch.load(os.path.join(directory, f"rng_rank{self.rank}.pt"), weights_only=False)
+        rng = torch.load(os.path.join(directory, f"rng_rank{self.rank}.pt"), weights_only=True)
         torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
+        np.random.set_state(numpy_rng_from_tensors(rng))
         return state
 
     def _peak_flops(self) -> float:
@@ -162,7 +162,8 @@ class WorkerRun:
             job.wandb, enabled=self.rank == 0, name=self.spec.cell.get("name", self.t.name), key=self.t.name,
             job_type="trial" if job.wandb.group else "train",
             config={**dataclasses.asdict(job), "cell": dict(self.spec.cell), "params": self.counts.total,
-                    "params_non_embedding": self.counts.non_embedding})
+                    "params_non_embedding": self.counts.non_embedding},
+            keep_in=self.spec.run_dir)
 
     # ---- the phases of a step -------------------------------------------------------------------
 
@@ -295,7 +296,7 @@ class WorkerRun:
 
         tmp = tempfile.mkdtemp(prefix=f"llm-ray-ckpt-r{self.rank}-")
         ds.save(self.engine, tmp, {"step": step, "history": self.history})
-        torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        torch.save({"torch": torch.get_rng_state(), **numpy_rng_as_tensors()},
                    os.path.join(tmp, f"rng_rank{self.rank}.pt"))
         return tmp
 
@@ -303,7 +304,7 @@ class WorkerRun:
         """A trunk's checkpoint at one of its branches' cooldown starts (spec.save_at), on storage
         where any node's branch trial reads it: every rank adds its files to
         <trunk_dir>/points/step-<step>, then rank 0 writes point.json, which marks the point complete."""
-        from llm_ray.training.launch import POINT_DONE, branch_point_url
+        from llm_ray.training.points import POINT_DONE, branch_point_url
 
         step = row["step"]
         if step not in self.spec.save_at or self.status != "ok":
@@ -403,3 +404,20 @@ def _quiet_ray_train_reports() -> None:
 def train_time_since(history: list[dict], start_step: int) -> float:
     """Seconds of optimizer steps (evaluation and checkpointing excluded) after `start_step`."""
     return sum(r.get("step_time_s", 0.0) for r in history if r["step"] > start_step)
+
+
+def numpy_rng_as_tensors() -> dict:
+    """NumPy's global MT19937 state as tensors only, so that a resume reads it back with
+    `torch.load(weights_only=True)` (no pickle: a file on storage can hold no code to run)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    assert name == "MT19937", name
+    return {"numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+            "numpy_pos_gauss": torch.tensor([pos, has_gauss], dtype=torch.int64),
+            "numpy_cached_gaussian": torch.tensor([cached], dtype=torch.float64)}
+
+
+def numpy_rng_from_tensors(saved: dict) -> tuple:
+    """The inverse of numpy_rng_as_tensors: a state np.random.set_state accepts."""
+    pos, has_gauss = (int(v) for v in saved["numpy_pos_gauss"])
+    return ("MT19937", saved["numpy_keys"].numpy().astype(np.uint32), pos, has_gauss,
+            float(saved["numpy_cached_gaussian"][0]))

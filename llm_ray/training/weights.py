@@ -12,7 +12,6 @@ import io
 import numpy as np
 import torch
 
-from llm_ray.core.config import ModelConfig
 from llm_ray.core.records import RunRecord
 from llm_ray.io import storage
 from llm_ray.training.model import Transformer
@@ -26,7 +25,7 @@ def load_trained(run_dir: str, record: RunRecord) -> Transformer:
     fs, path = storage.fs_and_path(storage.join(run_dir, record.weights))
     with fs.open(path, "rb") as f:
         state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
-    model = Transformer(ModelConfig(**record.model))
+    model = Transformer(record.model)
     model.load_state_dict(state)
     return model.eval()
 
@@ -37,8 +36,8 @@ def held_out(record: RunRecord) -> tuple[np.ndarray, np.ndarray]:
     from llm_ray.data import PreparedData, load_split, val_windows
 
     job = record.job
-    x, y = val_windows(load_split(PreparedData.from_dict(record.data), "val"), job["model"]["seq_len"],
-                       job["trainer"]["eval_tokens"])
+    x, y = val_windows(load_split(PreparedData.from_dict(record.data), "val"), job.model.seq_len,
+                       job.trainer.eval_tokens)
     world = record.world_size or 1
     used = (len(x) // world) * world
     return x[:used], y[:used]

@@ -16,6 +16,10 @@ from llm_ray.core.compression import BASELINE, CompressConfig, best_under, budge
 from llm_ray.io import storage
 from llm_ray.reporting.text import with_interval
 
+ROWS_DIR = "compress"
+"""<sweep_dir>/compress/<cell_id>/<setting_id>.json: one evaluated (cell, setting) each."""
+TABLE = "compress.parquet"
+LAWS = "compress_fit.json"
 SECTION = "compress.md"
 PLOTS = ("compress_delta.png", "compress_memory.png", "compress_sparsity.png")
 
@@ -23,7 +27,6 @@ PLOTS = ("compress_delta.png", "compress_memory.png", "compress_sparsity.png")
 def write_outputs(run, cfg: CompressConfig, *, wandb_cfg=None, log=print) -> None:
     """Every file of the stage, the report refreshed, and the W&B run (when wandb_cfg is given)."""
     from llm_ray.reporting.markdown import refresh_report
-    from llm_ray.stages.compress import LAWS, TABLE
 
     sweep_dir, table = run.sweep_dir, run.table
     buf = io.BytesIO()
@@ -34,7 +37,7 @@ def write_outputs(run, cfg: CompressConfig, *, wandb_cfg=None, log=print) -> Non
     budgets = memory_budgets(table, cfg)
     images = {}
     if cfg.plots:
-        from llm_ray.stages.compress_plots import delta_png, memory_png, sparsity_png
+        from llm_ray.reporting.compress_plots import delta_png, memory_png, sparsity_png
 
         images = {"compress_delta.png": delta_png(table, run.laws, cfg.min_delta),
                   "compress_memory.png": memory_png(table, budgets), "compress_sparsity.png": sparsity_png(table)}
