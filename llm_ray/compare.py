@@ -40,12 +40,6 @@ def run_variants(variants: dict, common: list, log=print) -> list:
     return dirs
 
 
-def check(cfg: DictConfig) -> None:
-    """`compare` is no stage of one sweep (sweep.stages): it needs two."""
-    raise ValueError("sweep.stages: compare needs two sweeps; run `python -m llm_ray.compare sweep_dirs=[A,B]` "
-                     "after both, or a named experiment that runs both (+experiment=compare_beta2).")
-
-
 @command("compare")
 def app(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig

@@ -3,6 +3,7 @@ words, the W&B table, and the refusals (different corpora, different tokenizers 
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -16,7 +17,9 @@ import pandas as pd
 import pytest
 
 from llm_ray.core.comparison import CompareConfig, CompareRecord
-from llm_ray.core.records import RunRecord
+from llm_ray.core.config import DataConfig, ModelConfig, TrainJobConfig
+from llm_ray.core.plan import Cell, SweepConfig
+from llm_ray.core.records import PlanRecord, RunRecord
 from llm_ray.io import storage
 from llm_ray.stages.compare import compare_dirs
 from llm_ray.sweeps.results import write_results
@@ -43,11 +46,19 @@ def write_sweep(root: Path, name: str, k: float, *, seed: int, data=None, key="e
                          **({"bpb": loss / math.log(2) / bytes_per_token} if bpb else {})})
     sweep_dir = root / name
     write_results(pd.DataFrame(rows), str(sweep_dir))
-    cells = [r["cell_id"] for r in rows]
-    storage.write_json(str(sweep_dir / "plan.json"), {"cells": cells, "sweep": {"name": name}})
-    record = RunRecord(run_id=cells[0], status="ok", job={"data": dict(data or DATA)},
+    cells = {r["cell_id"]: Cell(budget=r["budget"], n_layer=2, d_model=16, n_head=2, d_ff=64, params=int(r["params"]),
+                                params_non_embedding=int(r["params"]), tokens=r["tokens"], steps=10,
+                                global_batch_tokens=2048, lr=1e-3, num_workers=1, flops_per_token=6 * r["params"])
+             for r in rows}
+    plan = PlanRecord(sweep=SweepConfig(name=name, budgets=list(BUDGETS), sizes=[1e4]), cells=cells)
+    storage.write_json(str(sweep_dir / "plan.json"), plan.to_json())
+    first = rows[0]
+    record = RunRecord(run_id=first["cell_id"], status="ok", params=int(first["params"]), tokens=first["tokens"],
+                       steps=10, flops_exact=first["flops"], model=dataclasses.asdict(ModelConfig()),
+                       history=({"step": 10, "val_loss": first["loss"]},),
+                       job=TrainJobConfig(data=DataConfig(**(data or DATA))),
                        data={"key": key, "n_val_docs": 40, "n_train_docs": 800})
-    storage.write_json(str(sweep_dir / "cells" / cells[0] / "result.json"), record.to_json())
+    storage.write_json(str(sweep_dir / "cells" / first["cell_id"] / "result.json"), record.to_json())
     storage.write_json(str(sweep_dir / "fit.json"), {
         "config": {"flops_per_param_token": 6.0}, "bootstrap": {"level": 0.9, "n_resamples": 100},
         "approach3": {"status": "ok", "E": 1.7, "A": A, "B": B, "alpha": ALPHA, "beta": BETA, "ci": {"E": list(e_ci)}}})
@@ -131,12 +142,11 @@ def test_the_named_experiment_composes_two_sweeps_that_differ_only_in_beta2():
     assert job_a.data == job_b.data and job_a.model == job_b.model
 
 
-def test_compare_is_refused_as_a_stage_of_one_sweep():
-    from llm_ray.sweep import stage_commands
+def test_compare_is_no_stage_of_one_sweep():
+    from llm_ray.stages.registry import get
 
-    (stage,) = stage_commands(["compare"])
-    with pytest.raises(ValueError, match="needs two sweeps"):
-        stage.check(None)
+    with pytest.raises(ValueError, match="compare"):
+        get("compare", in_sweep=True)
 
 
 def test_a_variant_whose_sweep_stops_stops_the_comparison_naming_it():

@@ -1,7 +1,7 @@
 """Compare two finished sweeps by their laws: what variant B is worth in variant A's compute.
 
-    read      each sweep's results (its own cells, never held-out runs), fit.json and one finished
-              run's record (what it trained on: corpus, evaluation split, tokenizer)
+    read      through SweepDir: each sweep's results (its own cells, never held-out runs), fit.json
+              and one finished run's record (what it trained on: corpus, evaluation split, tokenizer)
     check     the same corpus and evaluation documents (else refused); the same tokenizer, or bits
               per byte (a token of one vocabulary is not a token of the other)
     compare   llm_ray.fitting.compare: the multiplier k(C) at every budget, its trend with C and its
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -39,28 +40,23 @@ class SweepInput(NamedTuple):
 
 
 def read_sweep(sweep_dir: str) -> SweepInput:
-    """One sweep directory, read through the project's readers (results table, fit.json, result.json)."""
-    from llm_ray.sweeps.results import fitted_rows, read_results
-    from llm_ray.training.launch import read_record
+    """One sweep directory, read through SweepDir: its fitted rows, fit.json and a finished cell's record."""
+    from llm_ray.io.sweepdir import FIT, PLAN, RESULTS, SweepDir
 
-    for needed in ("results.parquet", "fit.json", "plan.json"):
-        if not storage.exists(storage.join(sweep_dir, needed)):
-            raise ValueError(f"sweep_dirs: {sweep_dir!r} holds no {needed}: give a directory a finished sweep wrote "
-                             f"(printed as 'sweep directory:' at its end).")
-    plan = storage.read_json(storage.join(sweep_dir, "plan.json"))
-    runs = [storage.join(sweep_dir, "cells", c) for c in plan["cells"]]
-    finished = [read_record(r) for r in runs if storage.exists(storage.join(r, "result.json"))]
-    finished = [r for r in finished if r.status == "ok" and r.job]
+    sweep = SweepDir(sweep_dir)
+    for needed in (RESULTS, FIT, PLAN):
+        sweep.require(needed)
+    finished = [c.record for c in sweep.cells(status="ok", need="compare") if c.record.job is not None]
     if not finished:
-        raise ValueError(f"sweep_dirs: {sweep_dir!r} has no finished cell: run the sweep (python -m llm_ray.sweep).")
-    return SweepInput(sweep_dir, sweep_dir.rstrip("/").rsplit("/", 1)[-1], fitted_rows(read_results(sweep_dir)),
-                      FitRecord.from_json(storage.read_json(storage.join(sweep_dir, "fit.json"))), finished[0])
+        raise ValueError(f"sweep_dirs: {sweep.url!r} has no finished cell that records its training config: run "
+                         f"the sweep (python -m llm_ray.sweep) with this llm-ray.")
+    return SweepInput(sweep.url, sweep.group, sweep.fitted(), sweep.fit, finished[0])
 
 
 def evaluation_set(run: RunRecord) -> dict:
     """What decides the held-out documents: the data config without its tokenizer settings, and the
     split's document counts (the same settings over changed files give other documents)."""
-    cfg = {k: v for k, v in dict(run.job.get("data") or {}).items() if k not in TOKENIZER_FIELDS}
+    cfg = {k: v for k, v in dataclasses.asdict(run.job.data).items() if k not in TOKENIZER_FIELDS}
     return {**cfg, "n_val_docs": run.data.get("n_val_docs"), "n_train_docs": run.data.get("n_train_docs")}
 
 
@@ -75,9 +71,9 @@ def check_same_evaluation(a: SweepInput, b: SweepInput) -> None:
 
 def choose_metric(a: SweepInput, b: SweepInput, metric: str) -> str:
     """`loss` when both sweeps tokenized alike (the same data entry key), else `bpb` if both have it."""
-    same_tokens = a.run.data.get("key") is not None and a.run.data.get("key") == b.run.data.get("key")
+    same_tokens = a.run.data_key is not None and a.run.data_key == b.run.data_key
     without_bpb = [s.name for s in (a, b) if "bpb" not in s.table or not s.table["bpb"].notna().any()]
-    entries = f"data entries {a.run.data.get('key')} and {b.run.data.get('key')}"
+    entries = f"data entries {a.run.data_key} and {b.run.data_key}"
     if metric == "loss" and not same_tokens:
         raise ValueError(f"compare.metric=loss: {a.name} and {b.name} were tokenized differently ({entries}), so "
                          f"nats per token differ in unit; use compare.metric=bpb (or auto).")
