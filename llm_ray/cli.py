@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from llm_ray.core import config as job_config
+from llm_ray.core.comparison import CompareConfig
 from llm_ray.core.compression import CompressConfig
 from llm_ray.core.config import COMPONENTS, TrainJobConfig
 from llm_ray.core.plan import SweepConfig
@@ -34,7 +35,7 @@ SCHEMAS = {"model": job_config.ModelConfig, "data": job_config.DataConfig,
            "deepspeed": job_config.DeepSpeedConfig, "trainer": job_config.TrainerConfig,
            "resources": job_config.ResourcesConfig, "wandb": job_config.WandbConfig,
            "sweep": SweepConfig, "fit": FitConfig, "downstream": DownstreamConfig,
-           "compress": CompressConfig}
+           "compress": CompressConfig, "compare": CompareConfig}
 
 
 def register_configs() -> None:

@@ -33,8 +33,7 @@ def draw_run_counts(n_runs: int, n_resamples: int, seed: int, strata: Optional[n
     groups = [np.arange(n_runs)] if strata is None else [np.flatnonzero(strata == s) for s in np.unique(strata)]
     for members in groups:
         draws = rng.integers(0, len(members), size=(n_resamples, len(members)))
-        for r in range(n_resamples):
-            np.add.at(counts[r], members[draws[r]], 1)
+        np.add.at(counts, (np.arange(n_resamples)[:, None], members[draws]), 1)  # all replicates at once
     return counts
 
 
