@@ -41,6 +41,7 @@ bench: setup
 	$(PY) bench/bench_sweep.py
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_wsd.py
+	$(PY) bench/bench_compare.py
 	test -f $(BENCH_SWEEP)/plan.json || { echo "no sweep in $(BENCH_SWEEP): run make demo first (or BENCH_SWEEP=DIR)"; exit 2; }
 	$(PY) bench/bench_compress.py --sweep-dir $(BENCH_SWEEP)
 	$(PY) bench/bench_downstream.py --sweep-dir $(BENCH_SWEEP)
