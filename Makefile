@@ -15,8 +15,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch from TORCH_INDEX first, so `torch>=...` below is already satisfied (pip picks no build itself).
-	$(PY) -m pip install -q '$(TORCH)' --index-url $(TORCH_INDEX)
+	# torch from TORCH_INDEX first, so `torch>=...` below is already satisfied (pip picks no build itself);
+	# --no-deps: its own requirements come with the package's, from the ordinary index.
+	$(PY) -m pip install -q --no-deps '$(TORCH)' --index-url $(TORCH_INDEX)
 	$(PY) -m pip install -q -e '.[dev]'
 	# Build DeepSpeed's CPU ops once into the torch-extensions cache (1-4 min of gcc, then seconds).
 	$(PY) -m llm_ray.prebuild
