@@ -221,6 +221,35 @@ class PointForecast:
 
 
 @dataclass(frozen=True)
+class PrimaryForecast:
+    """The one forecast for budget C, chosen by a rule fixed before any held-out run
+    (llm_ray.fitting.primary): train n_opt on d_opt, expect loss within ci."""
+
+    flops: float
+    n_opt: float
+    d_opt: float
+    loss: float
+    ci: Interval
+    rule: str
+    """`backtest` (leave the top budget out) or `fallback`."""
+    n_from: str
+    """The approach whose N_opt is trained."""
+    loss_from: str
+    """The approach whose loss is forecast."""
+    why: str = ""
+    agrees_with: tuple = ()
+    margin: float = 0.0
+    """The backtest error, carried to C, folded into ci (relative)."""
+    noise_sd: Optional[float] = None
+    """The run-to-run standard deviation folded into ci (None: no replicated cells)."""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "PrimaryForecast":
+        values = {f.name: d.get(f.name) for f in fields(cls) if f.name in d}
+        return cls(**{**values, "ci": _interval(d.get("ci")), "agrees_with": tuple(d.get("agrees_with") or ())})
+
+
+@dataclass(frozen=True)
 class FitRecord:
     """fit.json read back: every approach, the forecasts, the warnings; or the error."""
 
@@ -228,6 +257,8 @@ class FitRecord:
     forecasts: tuple = ()
     """BudgetForecast per (budget, approach), budgets in the order asked."""
     point_forecasts: tuple = ()
+    primary: tuple = ()
+    """PrimaryForecast per budget, in the order asked: the forecast to bet on (the others are diagnostics)."""
     warnings: tuple = ()
     ci_level: float = 0.9
     """Coverage of every interval (0.9: 5th to 95th bootstrap percentile)."""
@@ -246,6 +277,9 @@ class FitRecord:
 
     def approach(self, name: str) -> ApproachResult:
         return self.approaches.get(name) or ApproachResult(name=name, status="missing")
+
+    def primary_at(self, flops: float) -> Optional[PrimaryForecast]:
+        return next((p for p in self.primary if p.flops == flops), None)
 
     def forecasts_at(self, flops: float) -> dict:
         """approach name -> BudgetForecast at this budget."""
@@ -270,7 +304,8 @@ class FitRecord:
                        for p in d.get("loss_predictions", []))
         summary = d.get("input", {})
         return cls(approaches={name: _approach(name, d.get(name) or {}) for name in APPROACHES},
-                   forecasts=forecasts, point_forecasts=points, warnings=tuple(d.get("warnings", [])),
+                   forecasts=forecasts, point_forecasts=points,
+                   primary=tuple(PrimaryForecast.from_json(p) for p in d.get("primary") or ()), warnings=tuple(d.get("warnings", [])),
                    ci_level=float(d["bootstrap"]["level"]), n_resamples=int(d["bootstrap"]["n_resamples"]),
                    flops_per_param_token=float(d["config"]["flops_per_param_token"]),
                    n_used=int(summary.get("n_used", 0)), n_runs=int(summary.get("n_runs", 0)),
