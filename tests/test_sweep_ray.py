@@ -103,6 +103,8 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
     book = json.load(open(os.path.join(sweep_dir, "predictions.json")))
     (reg,) = book["registrations"]
     assert reg["flops"] == 6e11 and reg["runs"] and "approach3" in reg["runs"][0]["forecasts"]
+    # One primary forecast, registered with the rule that chose it (two budgets: nothing to backtest on).
+    assert reg["primary"]["rule"] == "fallback" and reg["primary"]["cell_id"] in {r["cell_id"] for r in reg["runs"]}
     run_ids = {r["cell_id"] for r in reg["runs"]}
     records = {c: json.load(open(os.path.join(sweep_dir, "validation", "cells", c, "result.json"))) for c in run_ids}
     registered = datetime.datetime.fromisoformat(reg["registered_at"]).timestamp()
@@ -117,6 +119,9 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
     assert open(os.path.join(sweep_dir, "fit.json")).read() == fit_before  # held-out runs never enter the fit
     report = open(os.path.join(sweep_dir, "report.md")).read()
     assert "## Does the law hold?" in report and "validation.png" in report
+    (primary,) = [c for c in checks if c.approach == "primary"]
+    assert primary.measured is not None and report.index("**primary**") < report.index("| 1e+12 | approach")
+    assert report.index("Primary forecast: mean |error|") < report.index("Diagnostics:")
     assert os.path.getsize(os.path.join(sweep_dir, "validation.png")) > 10_000
 
     before = {c: open(os.path.join(sweep_dir, "validation", "cells", c, "result.json")).read() for c in run_ids}

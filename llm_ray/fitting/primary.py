@@ -37,6 +37,8 @@ from llm_ray.fitting.parametric import epoch_grid, fit_parametric
 from llm_ray.fitting.predict import frontier_of, predict_budgets
 from llm_ray.fitting.validation import forecast_loss
 
+PRIMARY = "primary"
+"""The name the primary forecast goes by beside approach1..3 (predictions.json, validation.json)."""
 PREFERENCE = ("approach3", "approach2", "approach1")
 """Fallback order: approach 3 predicts L at the trained (N, D), the frontier laws only L_opt(C)."""
 TIE_LOSS = 0.0025
@@ -124,8 +126,9 @@ def backtest(points: pd.DataFrame, final: pd.DataFrame, groups: np.ndarray, cfg,
     `points`: every evaluation (approach 1), `final`: each run's final point with its group in `groups`,
     `cfg`: the FitConfig of the full fit."""
     labels = _labels_by_flops(final, groups)
-    if target is None or len(labels) < 2:
-        return Backtest(target, math.nan, {}, {a: "fewer than 2 budgets" for a in PREFERENCE})
+    if target is None or len(labels) < 3:
+        why = f"{len(labels)} budget(s): without the top one fewer than 2 are left to fit a law on"
+        return Backtest(target, math.nan, {}, {a: why for a in PREFERENCE})
     groups = np.asarray(groups)
     low = groups != labels[-1]
     below = final[low]

@@ -27,6 +27,7 @@ from llm_ray.core.plan import Cell, SweepConfig, cell_key, plan_cell, size_to_sh
 from llm_ray.core.records import APPROACHES, FitRecord, ForecastCheck
 from llm_ray.fitting import FitConfig, fit_all
 from llm_ray.fitting.predict import frontier_of, predict_budgets
+from llm_ray.fitting.primary import PRIMARY, widen
 from llm_ray.fitting.validation import Check, best_supported, forecast_loss, models_to_validate
 from llm_ray.io import storage
 from llm_ray.sweeps.results import collect_results, fitted_rows, read_results, write_results
@@ -111,9 +112,10 @@ def forecast_budget(outcome, sweep: SweepConfig, base: TrainJobConfig, train_tok
         if params is not None:
             frontier[name] = predict_budgets(name, params, outcome.samples.get(name), [c], level=level, k=k)[0].as_dict()
     n_opt = {name: float(frontier_of(name, outcome.params_of(name), [c], k)[0][0]) for name in frontier}
+    primary = next(iter(outcome.primary([c])), None)
     ctx = plan_context(base, train_tokens)
     runs, dropped = [], []
-    for n, chosen_by in models_to_validate(n_opt):
+    for n, chosen_by in models_to_validate(n_opt, first=primary.n_from if primary else None):
         cell = plan_cell(sweep, ctx, c, size_to_shape(sweep, ctx, n), check_ratio=False)
         if not isinstance(cell, Cell):
             dropped.append({"params": cell.params, "chosen_by": list(chosen_by), "reason": cell.reason})
@@ -123,7 +125,22 @@ def forecast_budget(outcome, sweep: SweepConfig, base: TrainJobConfig, train_tok
                                          d=cell.tokens, c=c, level=level, k=k)._asdict() for name in frontier}
         runs.append({"cell_id": planned.cell_id, "chosen_by": list(chosen_by), "n_opt": n,
                      "cell": dataclasses.asdict(cell), "forecasts": forecasts})
-    return {"flops": c, "frontier": frontier, "runs": merge_same_cells(runs), "dropped": dropped}
+    runs = merge_same_cells(runs)
+    return {"flops": c, "frontier": frontier, "runs": runs, "dropped": dropped,
+            "primary": primary_entry(primary, runs, level)}
+
+
+def primary_entry(primary, runs: list[dict], level: float) -> Optional[dict]:
+    """The primary forecast for the held-out run that trains its N (llm_ray.fitting.primary): the
+    chosen approach's forecast at that run, its interval widened as at fit time."""
+    run = next((r for r in runs if primary is not None and primary.n_from in r["chosen_by"]), None)
+    if run is None:
+        return None
+    f = run["forecasts"][primary.loss_from]
+    ci = widen(f["loss"], f["ci"], rel_error=primary.margin, noise_sd=primary.noise_sd, level=level)
+    return {"rule": primary.rule, "n_from": primary.n_from, "loss_from": primary.loss_from, "why": primary.why,
+            "cell_id": run["cell_id"], "loss": f["loss"], "ci": list(ci), "margin": primary.margin,
+            "noise_sd": primary.noise_sd, "agrees_with": list(primary.agrees_with)}
 
 
 def merge_same_cells(runs: list[dict]) -> list[dict]:
@@ -164,7 +181,10 @@ def compare(registration: dict, sweep_dir: str) -> list[ForecastCheck]:
             run_dir = storage.join(sweep_dir, STAGE, "cells", run["cell_id"])
             rec = read_record(run_dir) if storage.exists(storage.join(run_dir, "result.json")) else None
             measured = rec.final_val_loss if rec is not None and rec.status == "ok" else None
-            for name, f in run["forecasts"].items():
+            forecasts = dict(run["forecasts"])
+            if (b.get("primary") or {}).get("cell_id") == run["cell_id"]:
+                forecasts = {PRIMARY: b["primary"], **forecasts}
+            for name, f in forecasts.items():
                 check = Check(name, f["loss"], tuple(f["ci"]) if f["ci"] else None,
                               measured if measured is not None else math.nan)
                 checks.append(ForecastCheck(
@@ -184,7 +204,7 @@ def write_outputs(sweep_dir: str, checks: list[ForecastCheck], registration: dic
 
     fit = FitRecord.from_json(storage.read_json(storage.join(sweep_dir, "fit.json")))
     supported = best_supported(Check(c.approach, c.predicted, c.ci, c.measured if c.measured is not None else np.nan)
-                               for c in checks)
+                               for c in checks if c.approach != PRIMARY)
     storage.write_json(storage.join(sweep_dir, "validation.json"), {
         "schema": 1, "fit_key": registration["fit_key"], "supported": supported,
         "checks": [dataclasses.asdict(c) for c in checks],
