@@ -42,7 +42,10 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
     out, tmp_path = smoke_sweep
     sweep_dir = out["sweep_dir"]
     df = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
-    assert df["cell_id"].nunique() == len(out["plan"]["cells"]) >= 5
+    replicates = out["plan"]["replicates"]  # sweep.replicate_minima=1: each budget's minimum, another seed
+    assert df["cell_id"].nunique() == len(out["plan"]["cells"]) + len(replicates) and len(out["plan"]["cells"]) >= 5
+    assert sorted(r["budget"] for r in replicates.values()) == [5e10, 1.5e11]
+    assert all(r["seed"] == 1 and r["name"].endswith("-s1") for r in replicates.values())
     assert set(df["status"]) == {"ok"}
     final = df[df["final"]]
     assert len(final) == df["cell_id"].nunique()
@@ -62,6 +65,7 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
     # Six tiny cells may not identify the floor; then the fit says so rather than reporting E = 0.
     assert fit["approach3"]["E"] > 0 or any("do not identify E" in w for w in fit["warnings"])
     assert fit["predictions"] and fit["predictions"][0]["flops"] == 1e12
+    assert fit["backtest"]["noise_sd"] > 0 and fit["primary"][0]["noise_sd"] == fit["backtest"]["noise_sd"]
     report = open(os.path.join(sweep_dir, "report.md")).read()
     assert report.startswith("# Scaling-law report") and "## The answer" in report
     for png in fit["plots"] + ["training_curves.png"]:
