@@ -150,3 +150,8 @@ def test_does_the_law_hold_leads_with_the_primary_forecast_and_keeps_the_others_
                                 check("approach2", 2.9, 2.8, 3.0)], registration, "approach3", top_budget=1e12)
     assert text.index("`backtest`: N from 3, L from 2") < text.index("Diagnostics:") < text.index("| 3 | 3.1000")
     assert "Primary forecast: mean |error| 0.33%" in text and "1 of 1 measured losses inside" in text
+    assert "no seed replicates were trained" in text
+    registration["budgets"][0] |= {"ci_level": 0.9, "primary": {**registration["budgets"][0]["primary"],
+                                                                  "noise_sd": 0.01, "loss": 3.0}}
+    text = validation_markdown([check("primary", 3.06, 3.0, 3.1)], registration, None, top_budget=1e12)
+    assert "The noise alone allows ±0.55% at C = 4e+12" in text  # 1.645 * 0.01 / 3.0

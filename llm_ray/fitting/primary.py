@@ -245,6 +245,11 @@ def widen(loss: float, ci: Optional[Sequence[float]], *, rel_error: float = 0.0,
     return (loss - math.sqrt(lo_side ** 2 + extra), loss + math.sqrt(hi_side ** 2 + extra))
 
 
+def noise_allows(sd: float, loss: float, level: float) -> float:
+    """The relative error the seed noise of the one run measured alone allows at `level`: z * sd / L."""
+    return NormalDist().inv_cdf(0.5 + level / 2) * sd / loss
+
+
 def noise_sd(final: pd.DataFrame) -> Optional[float]:
     """The run-to-run standard deviation of the final loss, pooled over cells trained more than once
     (same budget and N, different seeds); None when no cell was replicated."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from llm_ray.core.records import ApproachResult, FitRecord, IsoFlopMinimum, PrimaryForecast
+from llm_ray.fitting.primary import noise_allows
 from llm_ray.fitting.validation import disagreements
 from llm_ray.reporting.plots import final_ok
 from llm_ray.reporting.text import with_interval
@@ -132,7 +133,8 @@ def primary_lines(fit: FitRecord) -> list[str]:
                      f"tokens, expect L = {p.loss:.4f} within [{lo:.4f}, {hi:.4f}].")
     p = fit.primary[0]
     noise = ("no cell was replicated, so run-to-run noise is not in it" if p.noise_sd is None else
-             f"the run-to-run spread (sd {p.noise_sd:.4f} nats, from replicated cells) is in it")
+             f"the run-to-run spread (sd {p.noise_sd:.4f} nats, from replicated cells) is in it: the noise of one "
+             f"run alone allows ±{100 * noise_allows(p.noise_sd, p.loss, fit.ci_level):.2f}% at C = {p.flops:.3g}")
     lines.append(f"- Chosen by the rule `{p.rule}`, fixed before any held-out run: {p.why}. The interval is the "
                  f"bootstrap interval widened by that backtest error carried to each budget "
                  f"({', '.join(f'{100 * q.margin:.2f}%' for q in fit.primary)}); {noise}. The approaches below "

@@ -9,7 +9,7 @@ from matplotlib.ticker import NullFormatter
 
 from llm_ray.core.records import FitRecord, ForecastCheck
 from llm_ray.fitting.parametric import frontier
-from llm_ray.fitting.primary import PRIMARY
+from llm_ray.fitting.primary import PRIMARY, noise_allows
 from llm_ray.reporting.plots import final_ok, plt, png
 from llm_ray.reporting.text import with_interval
 
@@ -37,7 +37,7 @@ def validation_markdown(checks: list[ForecastCheck], registration: dict, support
                          f"`{rule.get('rule', '?')}`: N from {rule.get('n_from', '?')[-1]}, L from "
                          f"{rule.get('loss_from', '?')[-1]} | **{with_interval(c.predicted, c.ci, '.4f')}** | "
                          f"{_measured(c)} | **{_error(c)}** | {_verdict(c)} |")
-        lines += [""] + primary_verdict(primary) + [""]
+        lines += [""] + primary_verdict(primary) + noise_lines(registration) + [""]
         lines += [f"- Why at C = {b['flops']:.3g}: {b['primary']['why']}." for b in registration["budgets"]
                   if b.get("primary")] + ["", "Diagnostics: every approach's own forecast for the same runs.", ""]
     lines += ["Each approach's forecast for a run at a budget the fit never saw, registered in "
@@ -68,6 +68,20 @@ def _error(c: ForecastCheck) -> str:
 
 def _verdict(c: ForecastCheck) -> str:
     return {True: "yes", False: "**no**", None: "n/a"}[c.inside]
+
+
+def noise_lines(registration: dict) -> list[str]:
+    out = []
+    for b in registration["budgets"]:
+        p = b.get("primary") or {}
+        if p.get("noise_sd") is None:
+            out.append(f"- At C = {b['flops']:.3g} no seed replicates were trained: the run-to-run noise is "
+                       "not measured (sweep.replicate_minima).")
+        else:
+            out.append(f"- The noise alone allows ±{100 * noise_allows(p['noise_sd'], p['loss'], b['ci_level']):.2f}% "
+                       f"at C = {b['flops']:.3g} (seed-to-seed sd {p['noise_sd']:.4f} nats, from replicated cells); "
+                       "an error within that is as good as the measurement can tell.")
+    return out
 
 
 def primary_verdict(primary: list[ForecastCheck]) -> list[str]:
