@@ -12,8 +12,8 @@ import pytest
 
 from llm_ray.core.records import FitRecord, ForecastCheck
 from llm_ray.fitting import FitConfig, fit_all, summarize
-from llm_ray.fitting.primary import (Backtest, BacktestError, Candidate, Minimum, choose, extrapolation_scale,
-                                     noise_sd, top_minimum, widen)
+from llm_ray.fitting.primary import (Backtest, BacktestError, Candidate, Choice, Fold, Minimum, choose,
+                                     extrapolation_scale, noise_sd, scaled_error, top_minimum, widen)
 from llm_ray.fitting.validation import models_to_validate
 from llm_ray.reporting.markdown import answer_section
 from llm_ray.reporting.validation import validation_markdown
@@ -24,7 +24,7 @@ TARGET = Minimum(1e20, 1.6e8, 3.09, "parabola vertex")
 
 def bt(**errors) -> Backtest:
     """Backtest errors by approach: (ln N error, relative loss error)."""
-    return Backtest(TARGET, 3e19, {a: BacktestError(a, 0.0, 0.0, n, l) for a, (n, l) in errors.items()}, {})
+    return Backtest((Fold(TARGET, 3e19, {a: BacktestError(a, 0.0, 0.0, n, l) for a, (n, l) in errors.items()}),), {})
 
 
 def cand(name, loss=3.0, lo=2.9, hi=3.1, n=1e8):
@@ -52,7 +52,7 @@ def test_a_tie_within_the_noise_goes_to_agreement_then_to_the_narrower_interval(
 
 
 def test_without_a_backtest_the_fixed_preference_decides():
-    empty = Backtest(TARGET, math.nan, {}, {"approach2": "1 budget"})
+    empty = Backtest((), {"approach2": "1 budget"})
     assert choose(CANDS, empty)[:3] == ("fallback", "approach3", "approach3")
     no3 = {k: v for k, v in CANDS.items() if k != "approach3"}
     assert choose(no3, empty)[:3] == ("fallback", "approach2", "approach2")
@@ -74,6 +74,24 @@ def test_the_backtest_error_grows_with_how_far_the_forecast_carries_the_law():
     assert extrapolation_scale(4e20, 1e20, 10 ** 19.5) == pytest.approx(math.log(4) / math.log(10 ** 0.5))
     assert extrapolation_scale(1e21, 1e20, 10 ** 19.5) == pytest.approx(2.0)
     assert extrapolation_scale(1.1e20, 1e20, 1e19) == 1.0  # never below the backtest's own error
+    assert extrapolation_scale(1e21, 1e20, 1e18, 1e19) == pytest.approx(1.0)  # a fold a decade out
+
+
+def test_several_folds_judge_by_their_rms_and_the_margin_combines_them():
+    def fold(c, errors):
+        return Fold(Minimum(c, 1e8, 3.0, "parabola vertex"), c / 10 ** 0.5,
+                    {a: BacktestError(a, 0.0, 0.0, 0.0, l) for a, l in errors.items()})
+
+    # The top budget chooses; the fold below it (3% off for approach 3) widens the interval.
+    two = Backtest((fold(1e19, {"approach2": -0.001, "approach3": 0.03}),
+                    fold(10 ** 19.5, {"approach2": -0.02, "approach3": 0.005})), {})
+    c = choose(CANDS, two)
+    assert c.loss_from == "approach3" and "errors of 2 folds" in c.why
+    assert two.rms("approach2", "loss_error") == pytest.approx(math.sqrt((0.02 ** 2 + 0.001 ** 2) / 2))
+    # 4x beyond a top budget half a decade above its fit: each fold's error scaled by ln 4 / ln 10^0.5.
+    scale = math.log(4) / math.log(10 ** 0.5)
+    assert scaled_error(two, c, 4 * 10 ** 19.5) == pytest.approx(scale * math.sqrt((0.03 ** 2 + 0.005 ** 2) / 2))
+    assert scaled_error(two, Choice("fallback", "approach3", "approach3", "", ()), 1e21) == 0.0
 
 
 def test_noise_is_the_pooled_spread_of_replicated_cells_and_none_without_replicates():
@@ -116,7 +134,8 @@ def test_on_a_law_with_a_floor_the_backtest_picks_approach_three_and_it_holds_at
 def test_fit_json_marks_one_primary_forecast_per_budget_and_the_report_leads_with_it(fitted):
     res = summarize(fitted)
     assert [p["flops"] for p in res["primary"]] == [4e20, 1e21] and res["primary"][0]["rule"] == "backtest"
-    assert set(res["backtest"]["errors"]) == {"approach1", "approach2", "approach3"}
+    assert [f["target"]["flops"] for f in res["backtest"]["folds"]] == pytest.approx([1e19, 3e19, 1e20])
+    assert set(res["backtest"]["folds"][-1]["errors"]) == {"approach1", "approach2", "approach3"}
     fit = FitRecord.from_json(res)
     assert fit.primary_at(4e20).loss_from == "approach3"
     lines = answer_section(fit)

@@ -125,8 +125,7 @@ def fit_all(source: Source, cfg: FitConfig) -> FitOutcome:
     except ValueError as err:
         out.skipped["approach3"] = str(err)
     out.noise_sd = prim.noise_sd(final)
-    target = prim.top_minimum(final, groups, out.isoflop.groups if out.isoflop is not None else ())
-    out.backtest = prim.backtest(pts, final, groups, cfg, target)
+    out.backtest = prim.backtest(pts, final, groups, cfg, out.isoflop.groups if out.isoflop is not None else ())
     return out
 
 
@@ -212,12 +211,11 @@ def summarize(out: FitOutcome) -> dict:
 
 
 def backtest_dict(out: FitOutcome) -> dict:
-    """The leave-the-top-budget-out backtest behind the primary rule, and the measured noise."""
-    bt = out.backtest
-    target = bt.target._asdict() if bt is not None and bt.target is not None else None
-    return {"target": target, "c_below": bt.c_below if bt is not None else None,
-            "errors": {a: e._asdict() for a, e in bt.errors.items()} if bt is not None else {},
-            "skipped": dict(bt.skipped) if bt is not None else {}, "noise_sd": out.noise_sd}
+    """The rolling leave-a-budget-out backtest behind the primary rule, and the measured noise."""
+    bt = out.backtest or prim.Backtest((), {})
+    return {"folds": [{"target": f.target._asdict(), "c_below": f.c_below,
+                       "errors": {a: e._asdict() for a, e in f.errors.items()}} for f in bt.folds],
+            "skipped": dict(bt.skipped), "noise_sd": out.noise_sd}
 
 
 def parametric_warnings(p: ParametricFit, lowest_loss: float) -> list[str]:

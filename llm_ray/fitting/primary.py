@@ -4,18 +4,22 @@ rule fixed before any held-out run trains.
 Three approaches (Hoffmann et al. 2022, Sec. 3) give three answers, and which one deserves the bet is
 decided here from the sweep alone, never from the held-out runs:
 
-rule `backtest` (leave the top budget out):
+rule `backtest` (leave the top budget out, rolling origin):
   1. each approach is refitted on the sweep's lower budgets and predicts the top budget's measured
      IsoFLOP minimum (its parabola vertex N*, L*; the lowest final loss where no vertex lies inside the
-     sampled sizes), as Marin's Delphi and the GPT-4 report checked a law on a budget it never saw;
-  2. L comes from the approach with the smallest |loss error| and N_opt from the one with the smallest
-     |log N error|. Errors closer to the best than the run-to-run noise can tell apart (at least
-     `tie_loss`) are tied; a tie goes to the approach whose interval overlaps most of the others'
-     ("agreement"), then to the narrowest interval ("interval width");
+     sampled sizes), as Marin's Delphi and the GPT-4 report checked a law on a budget it never saw.
+     With more budgets every budget k >= 3 is also such a fold (fit on the budgets below k, predict
+     k's minimum); those lower folds size the interval (step 3), the top one chooses (on synthetic
+     laws with 1-2% noise per cell, choosing by the RMS over all folds or over the top two was no
+     better: a fold fitted on two budgets is a poorer judge of the fit on all of them);
+  2. L comes from the approach with the smallest |loss error| on the top budget and N_opt from the one
+     with the smallest |log N error|. Errors closer to the best than the run-to-run noise can tell
+     apart (at least `tie_loss`) are tied; a tie goes to the approach whose interval overlaps most of
+     the others' ("agreement"), then to the narrowest interval ("interval width");
   3. the interval is the chosen approach's bootstrap interval widened in quadrature by its backtest
-     error, scaled by the extrapolation distance (ln(C / C_top) / ln(C_top / C_below): a systematic
-     error grows with how far in log C the law is carried), and by the noise of one run
-     (z * the seed-to-seed standard deviation, where replicates were trained).
+     errors, each scaled by the extrapolation distance (ln(C / C_top) / ln(C_k / C_below): a systematic
+     error grows with how far in log C the law is carried) and combined as their RMS, and by the noise
+     of one run (z * the seed-to-seed standard deviation, where replicates were trained).
 rule `fallback` (no approach could be refitted without the top budget, e.g. only two budgets): approach
   3 for both (it predicts L at the N and D actually trained), else approach 2, else approach 1, with the
   bootstrap interval widened by the noise only.
@@ -69,14 +73,35 @@ class BacktestError(NamedTuple):
     """(L_pred - L*) / L*."""
 
 
-class Backtest(NamedTuple):
-    target: Optional[Minimum]
+class Fold(NamedTuple):
+    """One leave-out: every approach fitted on the budgets below `target`'s, against its minimum."""
+
+    target: Minimum
     c_below: float
-    """C of the highest budget left in the fit (the backtest extrapolates from it to target.flops)."""
+    """C of the highest budget left in the fit (the fold extrapolates from it to target.flops)."""
     errors: dict
     """approach -> BacktestError."""
+
+
+class Backtest(NamedTuple):
+    folds: tuple
+    """Fold per predicted budget, lowest first; the last predicts the sweep's top budget."""
     skipped: dict
-    """approach -> why it could not be backtested."""
+    """approach -> why it could not be backtested on the top budget."""
+
+    @property
+    def target(self) -> Optional[Minimum]:
+        return self.folds[-1].target if self.folds else None
+
+    @property
+    def errors(self) -> dict:
+        """approach -> BacktestError on the top budget (the approaches that take part in the rule)."""
+        return self.folds[-1].errors if self.folds else {}
+
+    def rms(self, approach: str, field: str) -> float:
+        """Root mean square of one approach's `loss_error` or `n_error` over the folds it took part in."""
+        v = [getattr(f.errors[approach], field) for f in self.folds if approach in f.errors]
+        return math.sqrt(sum(x * x for x in v) / len(v)) if v else math.inf
 
 
 class Candidate(NamedTuple):
@@ -100,20 +125,22 @@ class Choice(NamedTuple):
     """Other approaches whose loss interval overlaps the chosen one's."""
 
 
-def top_minimum(final: pd.DataFrame, groups: np.ndarray, isoflop_groups: Sequence = ()) -> Optional[Minimum]:
-    """The top budget's measured minimum: approach 2's parabola vertex there if it lies inside the
-    sampled sizes, else its lowest final loss. `isoflop_groups`: the full fit's IsoFlopGroup list."""
-    labels = _labels_by_flops(final, groups)
-    if not labels:
-        return None
-    top = labels[-1]
+def budget_minimum(final: pd.DataFrame, groups: np.ndarray, label, isoflop_groups: Sequence = ()) -> Minimum:
+    """One budget's measured minimum: approach 2's parabola vertex there if it lies inside the sampled
+    sizes, else its lowest final loss. `isoflop_groups`: the full fit's IsoFlopGroup list."""
     for g in isoflop_groups:
-        if str(g.label) == str(top) and g.fitted and g.inside:
+        if str(g.label) == str(label) and g.fitted and g.inside:
             return Minimum(float(g.flops), float(g.n_opt), float(g.loss_opt), "parabola vertex")
-    rows = final[np.asarray(groups) == top]
+    rows = final[np.asarray(groups) == label]
     best = rows.loc[rows["loss"].idxmin()]
     c = float(np.exp(np.log(rows["flops"]).mean()))
     return Minimum(c, float(best["params"]), float(best["loss"]), "lowest cell")
+
+
+def top_minimum(final: pd.DataFrame, groups: np.ndarray, isoflop_groups: Sequence = ()) -> Optional[Minimum]:
+    """The top budget's measured minimum (`budget_minimum`); None without rows."""
+    labels = _labels_by_flops(final, groups)
+    return budget_minimum(final, groups, labels[-1], isoflop_groups) if labels else None
 
 
 def _labels_by_flops(final: pd.DataFrame, groups: np.ndarray) -> list:
@@ -121,18 +148,28 @@ def _labels_by_flops(final: pd.DataFrame, groups: np.ndarray) -> list:
     return list(log_c.groupby(level=0).mean().sort_values().index)
 
 
-def backtest(points: pd.DataFrame, final: pd.DataFrame, groups: np.ndarray, cfg, target: Optional[Minimum]) -> Backtest:
-    """Refit each approach without the top budget and predict `target` (see the module docstring).
-    `points`: every evaluation (approach 1), `final`: each run's final point with its group in `groups`,
-    `cfg`: the FitConfig of the full fit."""
+def backtest(points: pd.DataFrame, final: pd.DataFrame, groups: np.ndarray, cfg,
+             isoflop_groups: Sequence = ()) -> Backtest:
+    """Refit each approach on the budgets below each budget k >= 3 and predict k's minimum (module
+    docstring). `points`: every evaluation (approach 1), `final`: each run's final point with its group
+    in `groups`, `cfg`: the FitConfig of the full fit, `isoflop_groups`: the full fit's parabolas."""
     labels = _labels_by_flops(final, groups)
-    if target is None or len(labels) < 3:
+    if len(labels) < 3:
         why = f"{len(labels)} budget(s): without the top one fewer than 2 are left to fit a law on"
-        return Backtest(target, math.nan, {}, {a: why for a in PREFERENCE})
-    groups = np.asarray(groups)
-    low = groups != labels[-1]
+        return Backtest((), {a: why for a in PREFERENCE})
+    folds, skipped = [], {}
+    for k in range(2, len(labels)):
+        target = budget_minimum(final, groups, labels[k], isoflop_groups)
+        fold, skipped = _fold(points, final, np.asarray(groups), labels[:k], target, cfg)
+        folds.append(fold)
+    return Backtest(tuple(folds), skipped)
+
+
+def _fold(points: pd.DataFrame, final: pd.DataFrame, groups: np.ndarray, fit_labels: list, target: Minimum,
+          cfg) -> tuple[Fold, dict]:
+    low = np.isin(groups, fit_labels)
     below = final[low]
-    c_below = float(np.exp(np.log(below.loc[groups[low] == labels[-2], "flops"]).mean()))
+    c_below = float(np.exp(np.log(below.loc[groups[low] == fit_labels[-1], "flops"]).mean()))
     errors, skipped = {}, {}
     for name in PREFERENCE:
         try:
@@ -142,10 +179,10 @@ def backtest(points: pd.DataFrame, final: pd.DataFrame, groups: np.ndarray, cfg,
             continue
         n, _, l = (float(np.ravel(v)[0]) for v in frontier_of(name, params, [target.flops], cfg.flops_per_param_token))
         if not (math.isfinite(n) and math.isfinite(l) and n > 0):
-            skipped[name] = "the refitted law gives no finite frontier at the top budget"
+            skipped[name] = f"the law refitted below C = {target.flops:.3g} gives no finite frontier there"
             continue
         errors[name] = BacktestError(name, n, l, math.log(n / target.n_opt), (l - target.loss) / target.loss)
-    return Backtest(target, c_below, errors, skipped)
+    return Fold(target, c_below, errors), skipped
 
 
 def _refit(name: str, points: pd.DataFrame, final: pd.DataFrame, groups: np.ndarray, cfg) -> np.ndarray:
@@ -177,22 +214,22 @@ def choose(candidates: Mapping[str, Candidate], bt: Backtest, *, noise_sd: Optio
         return Choice("fallback", pick, pick, why, _agreeing(candidates, pick))
     if noise_sd and bt.target is not None:
         tie_loss = max(tie_loss, noise_sd / bt.target.loss)
-    loss_from, loss_tied = _best(usable, candidates, lambda e: abs(e.loss_error), tie_loss, "loss_ci")
-    n_from, n_tied = _best(usable, candidates, lambda e: abs(e.n_error), tie_log_n, "n_ci")
+    loss_from, loss_tied = _best(usable, candidates, lambda a: abs(usable[a].loss_error), tie_loss, "loss_ci")
+    n_from, n_tied = _best(usable, candidates, lambda a: abs(usable[a].n_error), tie_log_n, "n_ci")
     le, ne = usable[loss_from], usable[n_from]
     why = (f"fitted without the top budget (C = {bt.target.flops:.3g}), approach {loss_from[-1]} predicted its "
            f"minimum loss {_how(loss_tied)} ({100 * le.loss_error:+.2f}%; " + _others(usable, loss_from, "loss")
            + f") and approach {n_from[-1]} its N* {_how(n_tied)} ({100 * math.expm1(ne.n_error):+.0f}%; "
-           + _others(usable, n_from, "n") + ")")
+           + _others(usable, n_from, "n") + ")" + _folds_note(bt))
     return Choice("backtest", n_from, loss_from, why, _agreeing(candidates, loss_from))
 
 
 def _best(usable: Mapping[str, BacktestError], candidates: Mapping[str, Candidate], err, tie: float,
           ci_field: str) -> tuple[str, bool]:
-    """The approach with the smallest backtest error, ties (within `tie`) going to the one whose
+    """The approach with the smallest backtest score `err(approach)`, ties (within `tie`) going to the one whose
     interval overlaps most others', then the narrowest; and whether there was a tie."""
-    best = min(err(e) for e in usable.values())
-    tied = [a for a in PREFERENCE if a in usable and err(usable[a]) <= best + tie]
+    best = min(err(a) for a in usable)
+    tied = [a for a in PREFERENCE if a in usable and err(a) <= best + tie]
     pick = min(tied, key=lambda a: (-len(_agreeing(candidates, a, ci_field)),
                                     _width(getattr(candidates[a], ci_field)), PREFERENCE.index(a)))
     return pick, len(tied) > 1
@@ -223,15 +260,24 @@ def _others(usable: Mapping[str, BacktestError], chosen: str, what: str) -> str:
     return ", ".join(f"approach {a[-1]} {fmt(e)}" for a, e in rest)
 
 
+def _folds_note(bt: Backtest) -> str:
+    if len(bt.folds) < 2:
+        return ""
+    return (f"; the interval carries the errors of {len(bt.folds)} folds (each budget from C = "
+            f"{bt.folds[0].target.flops:.3g} predicted from those below it)")
+
+
 def _reasons(skipped: Mapping[str, str]) -> str:
     return "; ".join(f"{a[-1]}: {r}" for a, r in skipped.items()) or "no budgets below the top"
 
 
-def extrapolation_scale(c: float, c_top: float, c_below: float) -> float:
-    """How much farther than the backtest the forecast carries the law, in log C (at least 1)."""
-    if not (c_top > c_below > 0 and c > 0):
+def extrapolation_scale(c: float, c_top: float, c_below: float, c_fold: Optional[float] = None) -> float:
+    """How much farther the forecast carries the law beyond the top budget (ln C / C_top) than a fold
+    carried it beyond its fit (ln C_fold / C_below; C_fold defaults to C_top), at least 1."""
+    c_fold = c_top if c_fold is None else c_fold
+    if not (c_fold > c_below > 0 and c > 0 and c_top > 0):
         return 1.0
-    return max(1.0, math.log(c / c_top) / math.log(c_top / c_below))
+    return max(1.0, math.log(c / c_top) / math.log(c_fold / c_below))
 
 
 def widen(loss: float, ci: Optional[Sequence[float]], *, rel_error: float = 0.0, noise_sd: Optional[float] = None,
@@ -265,11 +311,15 @@ def noise_sd(final: pd.DataFrame) -> Optional[float]:
 
 
 def scaled_error(bt: Backtest, choice: Choice, c: float) -> float:
-    """The chosen loss approach's backtest error carried to C (0 under the fallback rule)."""
-    e = bt.errors.get(choice.loss_from)
-    if e is None or choice.rule != "backtest":
+    """The chosen loss approach's backtest errors carried to C: each fold's |error| times how much
+    farther C lies beyond the top budget than the fold's target beyond its fit (at least 1), combined
+    as their root mean square; 0 under the fallback rule."""
+    if choice.rule != "backtest" or bt.target is None:
         return 0.0
-    return abs(e.loss_error) * extrapolation_scale(c, bt.target.flops, bt.c_below)
+    scaled = [abs(f.errors[choice.loss_from].loss_error) * extrapolation_scale(c, bt.target.flops, f.c_below,
+                                                                                 f.target.flops)
+              for f in bt.folds if choice.loss_from in f.errors]
+    return math.sqrt(sum(x * x for x in scaled) / len(scaled)) if scaled else 0.0
 
 
 class Primary(NamedTuple):
