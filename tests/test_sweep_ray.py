@@ -119,7 +119,7 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
 
     df = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
     assert set(df[df["role"] == "validation"]["cell_id"]) == run_ids
-    assert set(df[df["role"] == "sweep"]["cell_id"]) == set(out["plan"]["cells"])
+    assert set(df[df["role"] == "sweep"]["cell_id"]) == set(out["plan"]["cells"]) | set(out["plan"]["replicates"])
     assert open(os.path.join(sweep_dir, "fit.json")).read() == fit_before  # held-out runs never enter the fit
     report = open(os.path.join(sweep_dir, "report.md")).read()
     assert "## Does the law hold?" in report and "validation.png" in report
