@@ -256,7 +256,8 @@ def _others(usable: Mapping[str, BacktestError], chosen: str, what: str) -> str:
     rest = [(a, e) for a, e in usable.items() if a != chosen]
     if not rest:
         return "the only approach backtested"
-    fmt = ((lambda e: f"{100 * e.loss_error:+.2f}%") if what == "loss" else (lambda e: f"{100 * math.expm1(e.n_error):+.0f}%"))
+    fmt = ((lambda e: f"{100 * e.loss_error:+.2f}%") if what == "loss" else
+           (lambda e: f"{100 * math.expm1(e.n_error):+.0f}%"))
     return ", ".join(f"approach {a[-1]} {fmt(e)}" for a, e in rest)
 
 

@@ -57,9 +57,10 @@ def cell_job(base: TrainJobConfig, cell: Cell, cells_dir: str, group: str) -> Pl
     """The full training config of one cell, and its content-keyed id (`C2e11-N87.4k-3f9a1c2b7e`)."""
     model = dataclasses.replace(base.model, n_layer=cell.n_layer, d_model=cell.d_model,
                                 n_head=cell.n_head, d_ff=cell.d_ff)
-    trainer = dataclasses.replace(base.trainer, tokens=float(cell.tokens), lr=cell.lr, seed=base.trainer.seed + cell.seed,
-                                  warmup_steps=cell.warmup_steps, global_batch_tokens=cell.global_batch_tokens,
-                                  num_workers=cell.num_workers, storage_path=cells_dir)
+    trainer = dataclasses.replace(base.trainer, tokens=float(cell.tokens), lr=cell.lr,
+                                  seed=base.trainer.seed + cell.seed, warmup_steps=cell.warmup_steps,
+                                  global_batch_tokens=cell.global_batch_tokens, num_workers=cell.num_workers,
+                                  storage_path=cells_dir)
     job = dataclasses.replace(base, model=model, trainer=trainer,
                               wandb=dataclasses.replace(base.wandb, group=group))
     cell_id = f"{cell.name}-{content_key(job)}"
