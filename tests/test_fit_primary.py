@@ -100,6 +100,9 @@ def test_noise_is_the_pooled_spread_of_replicated_cells_and_none_without_replica
     # ss = 0.02 + 0.005 over 2 degrees of freedom
     assert noise_sd(final) == pytest.approx(math.sqrt(0.025 / 2))
     assert noise_sd(final.drop_duplicates(["budget", "params"])) is None
+    # Without a budget column, the IsoFLOP groups say which runs share a budget.
+    assert noise_sd(final.drop(columns="budget"), np.array(["a", "a", "a", "a", "b"])) == pytest.approx(
+        math.sqrt(0.025 / 2))
 
 
 def test_the_top_budget_minimum_is_the_vertex_inside_the_sizes_else_the_lowest_cell():

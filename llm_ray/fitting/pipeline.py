@@ -124,7 +124,7 @@ def fit_all(source: Source, cfg: FitConfig) -> FitOutcome:
                                                                delta=cfg.huber_delta)
     except ValueError as err:
         out.skipped["approach3"] = str(err)
-    out.noise_sd = prim.noise_sd(final)
+    out.noise_sd = prim.noise_sd(final, groups)
     out.backtest = prim.backtest(pts, final, groups, cfg, out.isoflop.groups if out.isoflop is not None else ())
     return out
 

@@ -297,13 +297,15 @@ def noise_allows(sd: float, loss: float, level: float) -> float:
     return NormalDist().inv_cdf(0.5 + level / 2) * sd / loss
 
 
-def noise_sd(final: pd.DataFrame) -> Optional[float]:
+def noise_sd(final: pd.DataFrame, groups: Optional[np.ndarray] = None) -> Optional[float]:
     """The run-to-run standard deviation of the final loss, pooled over cells trained more than once
-    (same budget and N, different seeds); None when no cell was replicated."""
-    key = [c for c in ("budget", "params") if c in final.columns]
-    if len(final) == 0 or "params" not in key:
+    (the same IsoFLOP group, `groups`, or else budget column, and the same N; different seeds); None
+    when no cell was replicated."""
+    if len(final) == 0:
         return None
-    grouped = final.groupby(key)["loss"]
+    if groups is None:
+        groups = final["budget"].to_numpy() if "budget" in final.columns else np.zeros(len(final))
+    grouped = final["loss"].groupby([np.asarray(groups), final["params"].to_numpy()])
     dof = grouped.count() - 1
     if dof.clip(lower=0).sum() == 0:
         return None
