@@ -62,6 +62,7 @@ def test_without_a_backtest_the_fixed_preference_decides():
 
 def test_the_interval_adds_the_scaled_backtest_error_and_the_noise_in_quadrature():
     assert widen(3.0, (2.9, 3.2)) == pytest.approx((2.9, 3.2))
+    assert widen(3.0, (math.nan, math.nan), rel_error=0.01) == pytest.approx((2.97, 3.03))  # all resamples failed
     lo, hi = widen(3.0, None, rel_error=0.01)
     assert (lo, hi) == pytest.approx((2.97, 3.03))
     z = NormalDist().inv_cdf(0.95)

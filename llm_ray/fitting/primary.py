@@ -287,6 +287,7 @@ def widen(loss: float, ci: Optional[Sequence[float]], *, rel_error: float = 0.0,
     with |rel_error| * loss (the scaled backtest error) and z * noise_sd (the noise of the one run that
     will be measured)."""
     z = NormalDist().inv_cdf(0.5 + level / 2)
+    ci = _finite(ci)
     lo_side, hi_side = (0.0, 0.0) if ci is None else (max(0.0, loss - ci[0]), max(0.0, ci[1] - loss))
     extra = (abs(rel_error) * loss) ** 2 + (z * (noise_sd or 0.0)) ** 2
     return (loss - math.sqrt(lo_side ** 2 + extra), loss + math.sqrt(hi_side ** 2 + extra))
@@ -369,5 +370,11 @@ def candidates_at(c: float, params: Mapping[str, np.ndarray], samples: Mapping[s
     out = {}
     for name, p in params.items():
         f = predict_budgets(name, p, samples.get(name), [c], level=level, k=k)[0]
-        out[name] = Candidate(name, f.n_opt, f.loss, f.ci and f.ci["loss"], f.ci and f.ci["n_opt"])
+        ci = f.ci or {}
+        out[name] = Candidate(name, f.n_opt, f.loss, _finite(ci.get("loss")), _finite(ci.get("n_opt")))
     return out
+
+
+def _finite(ci: Optional[Sequence[float]]) -> Optional[tuple]:
+    """An interval, or None where there is none (no resamples, or every resample failed: NaN bounds)."""
+    return tuple(ci) if ci is not None and all(v is not None and math.isfinite(v) for v in ci) else None
