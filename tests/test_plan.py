@@ -96,3 +96,12 @@ def test_each_budgets_lowest_loss_cell_is_replicated_with_new_seeds_and_new_name
     assert minima_replicates([(r, 1.0) for r in reps], 1) == []  # a replicate is never replicated again
     with pytest.raises(ValueError, match="sweep.replicate_minima"):
         SweepConfig(replicate_minima=-1)
+
+
+def test_base_lr_undoes_the_hp_rule_so_a_stage_never_applies_it_twice():
+    from llm_ray.core.recipes import base_lr
+
+    for rule in ("width", "fixed"):
+        for d in (16, 24, 64, 96):
+            lr, _ = hyper_parameters(rule, 1e12, lr=5e-3, global_batch_tokens=2048, batch_quantum=2048, d_model=d)
+            assert base_lr(rule, lr, d_model=d) == pytest.approx(5e-3)

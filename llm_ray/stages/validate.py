@@ -25,6 +25,7 @@ import pandas as pd
 from llm_ray.core.config import TrainJobConfig, job_from_record
 from llm_ray.core.plan import Cell, SweepConfig, cell_key, plan_cell, size_to_shape
 from llm_ray.core.records import APPROACHES, FitRecord, ForecastCheck
+from llm_ray.core.recipes import base_lr
 from llm_ray.fitting import FitConfig, fit_all
 from llm_ray.fitting.predict import frontier_of, predict_budgets
 from llm_ray.fitting.primary import PRIMARY, widen
@@ -80,7 +81,11 @@ def sweep_settings(sweep_dir: str) -> tuple[SweepConfig, TrainJobConfig, FitConf
                          f"(result.json `job`): run the sweep (python -m llm_ray.sweep) first.")
     fit_cfg = FitConfig(**{k: v for k, v in storage.read_json(storage.join(sweep_dir, "fit.json"))["config"].items()
                            if k in FitConfig.__dataclass_fields__})
-    return sweep, job_from_record(jobs[0]), fit_cfg
+    base = job_from_record(jobs[0])
+    # A cell's job carries its own lr, already set by sweep.hp_rule: undo the rule, or the held-out
+    # runs would get it twice (under `width`, an lr off by width_ref / d_model of that cell).
+    lr = base_lr(sweep.hp_rule, base.trainer.lr, d_model=base.model.d_model, width_ref=sweep.width_ref)
+    return sweep, dataclasses.replace(base, trainer=dataclasses.replace(base.trainer, lr=lr)), fit_cfg
 
 
 def check_budgets(flops: list, sweep: SweepConfig) -> None:
