@@ -81,3 +81,27 @@ def test_plan_table_lists_every_cell_and_drop():
 def test_bad_sweep_config_names_the_field(kw, field):
     with pytest.raises(ValueError, match=field):
         plan_cells(SweepConfig(**kw), **GRID)
+
+
+def test_each_budgets_lowest_loss_cell_is_replicated_with_new_seeds_and_new_names():
+    from llm_ray.core.plan import minima_replicates
+
+    cells, _ = plan_cells(SweepConfig(budgets=[1e12, 3e12], sizes=[3e4, 1e5, 3e5]), **GRID)
+    losses = {(c.budget, c.params): 3.0 + abs(math.log(c.params / (3e4 if c.budget == 1e12 else 1e5))) for c in cells}
+    reps = minima_replicates([(c, losses[c.budget, c.params]) for c in cells], 2)
+    assert [(r.budget, r.seed) for r in reps] == [(1e12, 1), (1e12, 2), (3e12, 1), (3e12, 2)]
+    best = {b: min((c for c in cells if c.budget == b), key=lambda c: losses[c.budget, c.params]) for b in (1e12, 3e12)}
+    assert best[1e12].params < best[3e12].params
+    assert all(r.params == best[r.budget].params and r.name == f"{best[r.budget].name}-s{r.seed}" for r in reps)
+    assert minima_replicates([(r, 1.0) for r in reps], 1) == []  # a replicate is never replicated again
+    with pytest.raises(ValueError, match="sweep.replicate_minima"):
+        SweepConfig(replicate_minima=-1)
+
+
+def test_base_lr_undoes_the_hp_rule_so_a_stage_never_applies_it_twice():
+    from llm_ray.core.recipes import base_lr
+
+    for rule in ("width", "fixed"):
+        for d in (16, 24, 64, 96):
+            lr, _ = hyper_parameters(rule, 1e12, lr=5e-3, global_batch_tokens=2048, batch_quantum=2048, d_model=d)
+            assert base_lr(rule, lr, d_model=d) == pytest.approx(5e-3)

@@ -41,7 +41,10 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
     out, tmp_path = smoke_sweep
     sweep_dir = out["sweep_dir"]
     df = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
-    assert df["cell_id"].nunique() == len(out["plan"].cells) >= 5
+    replicates = out["plan"].replicates  # sweep.replicate_minima=1: each budget's minimum, another seed
+    assert df["cell_id"].nunique() == len(out["plan"].cells) + len(replicates) and len(out["plan"].cells) >= 5
+    assert sorted(r.budget for r in replicates.values()) == [5e10, 1.5e11]
+    assert all(r.seed == 1 and r.name.endswith("-s1") for r in replicates.values())
     assert set(df["status"]) == {"ok"}
     final = df[df["final"]]
     assert len(final) == df["cell_id"].nunique()
@@ -61,6 +64,7 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
     # Six tiny cells may not identify the floor; then the fit says so rather than reporting E = 0.
     assert fit["approach3"]["E"] > 0 or any("do not identify E" in w for w in fit["warnings"])
     assert fit["predictions"] and fit["predictions"][0]["flops"] == 1e12
+    assert fit["backtest"]["noise_sd"] > 0 and fit["primary"][0]["noise_sd"] == fit["backtest"]["noise_sd"]
     report = open(os.path.join(sweep_dir, "report.md")).read()
     assert report.startswith("# Scaling-law report") and "## The answer" in report
     for png in fit["plots"] + ["training_curves.png"]:
@@ -102,6 +106,8 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
     book = json.load(open(os.path.join(sweep_dir, "predictions.json")))
     (reg,) = book["registrations"]
     assert reg["flops"] == 6e11 and reg["runs"] and "approach3" in reg["runs"][0]["forecasts"]
+    # One primary forecast, registered with the rule that chose it (two budgets: nothing to backtest on).
+    assert reg["primary"]["rule"] == "fallback" and reg["primary"]["cell_id"] in {r["cell_id"] for r in reg["runs"]}
     run_ids = {r["cell_id"] for r in reg["runs"]}
     records = {c: json.load(open(os.path.join(sweep_dir, "validation", "cells", c, "result.json"))) for c in run_ids}
     registered = datetime.datetime.fromisoformat(reg["registered_at"]).timestamp()
@@ -112,10 +118,13 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
 
     df = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
     assert set(df[df["role"] == "validation"]["cell_id"]) == run_ids
-    assert set(df[df["role"] == "sweep"]["cell_id"]) == set(out["plan"].cells)
+    assert set(df[df["role"] == "sweep"]["cell_id"]) == set(out["plan"].cells) | set(out["plan"].replicates)
     assert open(os.path.join(sweep_dir, "fit.json")).read() == fit_before  # held-out runs never enter the fit
     report = open(os.path.join(sweep_dir, "report.md")).read()
     assert "## Does the law hold?" in report and "validation.png" in report
+    (primary,) = [c for c in checks if c.approach == "primary"]
+    assert primary.measured is not None and report.index("**primary**") < report.index("| 1e+12 | approach")
+    assert report.index("Primary forecast: mean |error|") < report.index("Diagnostics:")
     assert os.path.getsize(os.path.join(sweep_dir, "validation.png")) > 10_000
 
     before = {c: open(os.path.join(sweep_dir, "validation", "cells", c, "result.json")).read() for c in run_ids}

@@ -31,7 +31,7 @@ from llm_ray.core.schedules import cooldown_start
 def trunk_signature(cell: Cell) -> tuple:
     """What a cell's constant-lr phase depends on: all of it but its length."""
     return (cell.n_layer, cell.d_model, cell.n_head, cell.d_ff, cell.lr, cell.global_batch_tokens,
-            cell.warmup_steps, cell.num_workers)
+            cell.warmup_steps, cell.num_workers, cell.seed)
 
 
 def check_branchable(sweep: SweepConfig) -> None:

@@ -8,6 +8,7 @@ the reason shown. The opinions (shape and hyper-parameter rules) are named recip
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -88,6 +89,10 @@ class SweepConfig:
     """Sweep directory root (absolute path or URI); None: trainer.storage_path."""
     est_flops_per_s: float = 1.0e10
     """Throughput assumed per worker for the plan's time estimate until measured."""
+    replicate_minima: int = 1
+    """Once the sweep's cells finished, train each budget's lowest-loss cell again with this many other
+    seeds (trainer.seed + 1, + 2, ...): the run-to-run spread they measure widens the primary forecast's
+    interval and enters the bootstrap as runs of their own (llm_ray.fitting.primary). 0: none."""
 
     def __post_init__(self) -> None:
         check_path_name("sweep.name", self.name)
@@ -106,6 +111,8 @@ class SweepConfig:
             raise ValueError(f"sweep.validate_flops={list(self.validate_flops)}: a held-out budget must exceed the "
                              f"top budget {top:.3g} (the forecast is checked where the fit never saw), e.g. "
                              f"[{4 * top:.3g}].")
+        if self.replicate_minima < 0:
+            raise ValueError(f"sweep.replicate_minima={self.replicate_minima}: use 0 (no replicates) or more seeds.")
         if self.validate_factor != 0 and self.validate_factor <= 1:
             raise ValueError(f"sweep.validate_factor={self.validate_factor}: use a factor > 1, or 0 for no validation.")
         lo_hi = list(self.tokens_per_param)
@@ -146,11 +153,13 @@ class Cell:
     warmup_steps: int = 0
     epochs: Optional[float] = None
     """D / tokens in the train split (None before the data is prepared)."""
+    seed: int = 0
+    """Replicate index: 0 is the sweep's own run, k > 0 the same cell trained with trainer.seed + k."""
 
     @property
     def name(self) -> str:
-        """A run name made of sweep coordinates, e.g. `C2e11-N150k`."""
-        return f"C{_short(self.budget)}-N{_count(self.params)}"
+        """A run name made of sweep coordinates, e.g. `C2e11-N150k` (a replicate: `C2e11-N150k-s1`)."""
+        return f"C{_short(self.budget)}-N{_count(self.params)}" + (f"-s{self.seed}" if self.seed else "")
 
     @property
     def tokens_per_param(self) -> float:
@@ -256,6 +265,18 @@ def drop_reason(sweep: SweepConfig, tokens: float, params: int, steps: int, warm
         return (f"{epochs:.2f} epochs of the train split > sweep.max_epochs={sweep.max_epochs:g} (repeated "
                 f"tokens; the law assumes each is seen once): add text (data.sources) or lower the budget")
     return None
+
+
+def minima_replicates(finished: list[tuple[Cell, float]], n_seeds: int) -> list[Cell]:
+    """Each budget's lowest-loss cell again with seeds 1..n_seeds (`finished`: (cell, final loss) of the
+    cells that trained ok; replicates among them are ignored): the noise of a budget's minimum is what
+    a forecast there is judged against (sweep.replicate_minima)."""
+    best: dict = {}
+    for cell, loss in finished:
+        if cell.seed == 0 and (cell.budget not in best or loss < best[cell.budget][1]):
+            best[cell.budget] = (cell, loss)
+    return [dataclasses.replace(cell, seed=k) for cell, _ in (best[b] for b in sorted(best))
+            for k in range(1, n_seeds + 1)]
 
 
 def cell_key(job_dict: dict) -> str:

@@ -52,6 +52,13 @@ def hyper_parameters(rule: str, budget: float, *, lr: float, global_batch_tokens
     return lr, global_batch_tokens
 
 
+def base_lr(rule: str, cell_lr: float, *, d_model: int, width_ref: int = 64) -> float:
+    """The trainer.lr a cell's lr came from under the named rule (the inverse of `hyper_parameters`):
+    a stage that rebuilds the sweep's base job from a cell's record must not apply the rule twice."""
+    check_choice("sweep.hp_rule", rule, HP_RULES)
+    return cell_lr * d_model / width_ref if rule == "width" else cell_lr
+
+
 def warmup_steps(rule: str, *, steps: int, params: int, batch_tokens: int, fixed: int, fraction: float) -> int:
     """Linear warm-up steps of a cell under the named rule (at least 1)."""
     check_choice("sweep.warmup_rule", rule, WARMUP_RULES)

@@ -259,7 +259,8 @@ Interval = Optional[tuple]
 
 
 def _interval(value) -> Interval:
-    if not value or None in value:
+    """(low, high), or None where there is no interval (missing, or NaN: every bootstrap refit failed)."""
+    if not value or None in value or not all(math.isfinite(float(v)) for v in value):
         return None
     return (float(value[0]), float(value[1]))
 
@@ -346,6 +347,35 @@ class PointForecast:
 
 
 @dataclass(frozen=True)
+class PrimaryForecast:
+    """The one forecast for budget C, chosen by a rule fixed before any held-out run
+    (llm_ray.fitting.primary): train n_opt on d_opt, expect loss within ci."""
+
+    flops: float
+    n_opt: float
+    d_opt: float
+    loss: float
+    ci: Interval
+    rule: str
+    """`backtest` (leave the top budget out) or `fallback`."""
+    n_from: str
+    """The approach whose N_opt is trained."""
+    loss_from: str
+    """The approach whose loss is forecast."""
+    why: str = ""
+    agrees_with: tuple = ()
+    margin: float = 0.0
+    """The backtest error, carried to C, folded into ci (relative)."""
+    noise_sd: Optional[float] = None
+    """The run-to-run standard deviation folded into ci (None: no replicated cells)."""
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "PrimaryForecast":
+        values = {f.name: d.get(f.name) for f in fields(cls) if f.name in d}
+        return cls(**{**values, "ci": _interval(d.get("ci")), "agrees_with": tuple(d.get("agrees_with") or ())})
+
+
+@dataclass(frozen=True)
 class FitRecord:
     """fit.json read back: every approach, the forecasts, the warnings; or the error."""
 
@@ -353,6 +383,8 @@ class FitRecord:
     forecasts: tuple = ()
     """BudgetForecast per (budget, approach), budgets in the order asked."""
     point_forecasts: tuple = ()
+    primary: tuple = ()
+    """PrimaryForecast per budget, in the order asked: the forecast to bet on (the others are diagnostics)."""
     warnings: tuple = ()
     ci_level: float = 0.9
     """Coverage of every interval (0.9: 5th to 95th bootstrap percentile)."""
@@ -380,6 +412,9 @@ class FitRecord:
     def approach(self, name: str) -> ApproachResult:
         return self.approaches.get(name) or ApproachResult(name=name, status="missing")
 
+    def primary_at(self, flops: float) -> Optional[PrimaryForecast]:
+        return next((p for p in self.primary if p.flops == flops), None)
+
     def forecasts_at(self, flops: float) -> dict:
         """approach name -> BudgetForecast at this budget."""
         return {f.approach: f for f in self.forecasts if f.flops == flops}
@@ -403,7 +438,8 @@ class FitRecord:
                        for p in d.get("loss_predictions", []))
         summary = d.get("input", {})
         return cls(approaches={name: _approach(name, d.get(name) or {}) for name in APPROACHES},
-                   forecasts=forecasts, point_forecasts=points, warnings=tuple(d.get("warnings", [])),
+                   forecasts=forecasts, point_forecasts=points,
+                   primary=tuple(PrimaryForecast.from_json(p) for p in d.get("primary") or ()), warnings=tuple(d.get("warnings", [])),
                    ci_level=float(d["bootstrap"]["level"]), n_resamples=int(d["bootstrap"]["n_resamples"]),
                    flops_per_param_token=float(d["config"]["flops_per_param_token"]),
                    n_used=int(summary.get("n_used", 0)), n_runs=int(summary.get("n_runs", 0)),
@@ -487,6 +523,9 @@ class PlanRecord:
     """Exact-ledger FLOPs of the plan: `independent` runs, `wsd_branches` (= `trunks` + `cooldowns`)."""
     trunks: Optional[tuple] = None
     """sweep.schedule=wsd_branches: the shared trunks (name, steps, branch points, cells), else None."""
+    replicates: Mapping[str, Cell] = field(default_factory=dict)
+    """sweep.replicate_minima: cell_id -> each budget's minimum trained again with another seed (fitted
+    like the cells; their spread is the run-to-run noise)."""
 
     @property
     def name(self) -> str:
@@ -500,6 +539,8 @@ class PlanRecord:
                "flops_to_spend": dict(self.flops_to_spend)}
         if self.trunks is not None:
             out["trunks"] = [dict(t) for t in self.trunks]
+        if self.replicates:
+            out["replicates"] = {cid: {**asdict(c), "name": c.name} for cid, c in self.replicates.items()}
         return out
 
     @classmethod
@@ -508,7 +549,8 @@ class PlanRecord:
                    cells={cid: _cell(c) for cid, c in (d.get("cells") or {}).items()},
                    dropped=tuple(Dropped(**_known(Dropped, x)) for x in d.get("dropped") or ()),
                    table=d.get("table", ""), flops_to_spend=dict(d.get("flops_to_spend") or {}),
-                   trunks=tuple(d["trunks"]) if d.get("trunks") is not None else None)
+                   trunks=tuple(d["trunks"]) if d.get("trunks") is not None else None,
+                   replicates={cid: _cell(c) for cid, c in (d.get("replicates") or {}).items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,6 +615,32 @@ class DroppedRun:
 
 
 @dataclass(frozen=True)
+class RegisteredPrimary:
+    """The primary forecast registered for a held-out budget: the chosen approach's loss at the run that
+    trains the chosen N, its interval widened by the backtest error and the seed noise, and the rule."""
+
+    rule: str
+    """`backtest` (leave the top budget out) or `fallback` (llm_ray.fitting.primary)."""
+    n_from: str
+    loss_from: str
+    cell_id: str
+    """The held-out run it is checked on."""
+    loss: float
+    ci: Interval = None
+    why: str = ""
+    margin: float = 0.0
+    noise_sd: Optional[float] = None
+    agrees_with: tuple = ()
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ci": list(self.ci) if self.ci else None, "agrees_with": list(self.agrees_with)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RegisteredPrimary":
+        return cls(**{**_known(cls, d), "ci": _interval(d.get("ci")), "agrees_with": tuple(d.get("agrees_with") or ())})
+
+
+@dataclass(frozen=True)
 class Registration:
     """One fit's forecasts for one held-out budget C, written before any of its runs trained and
     never modified after (predictions.json keeps them in the order registered)."""
@@ -588,18 +656,24 @@ class Registration:
     """HeldOutRun per model to train at C."""
     dropped: tuple = ()
     """DroppedRun per model the plan could not train at C."""
+    primary: Optional["RegisteredPrimary"] = None
+    """The one forecast to bet on at C (llm_ray.fitting.primary), at the run that trains its N."""
 
     def to_json(self) -> dict:
-        return {"fit_key": self.fit_key, "registered_at": self.registered_at, "ci_level": self.ci_level,
-                "flops": self.flops, "frontier": {k: dict(v) for k, v in self.frontier.items()},
-                "runs": [r.to_json() for r in self.runs], "dropped": [d.to_json() for d in self.dropped]}
+        out = {"fit_key": self.fit_key, "registered_at": self.registered_at, "ci_level": self.ci_level,
+               "flops": self.flops, "frontier": {k: dict(v) for k, v in self.frontier.items()},
+               "runs": [r.to_json() for r in self.runs], "dropped": [d.to_json() for d in self.dropped]}
+        if self.primary is not None:
+            out["primary"] = self.primary.to_json()
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "Registration":
         return cls(fit_key=d["fit_key"], registered_at=d.get("registered_at", ""), ci_level=float(d["ci_level"]),
                    flops=float(d["flops"]), frontier=dict(d.get("frontier") or {}),
                    runs=tuple(HeldOutRun.from_json(r) for r in d.get("runs") or ()),
-                   dropped=tuple(DroppedRun.from_json(x) for x in d.get("dropped") or ()))
+                   dropped=tuple(DroppedRun.from_json(x) for x in d.get("dropped") or ()),
+                   primary=RegisteredPrimary.from_json(d["primary"]) if d.get("primary") else None)
 
 
 def registrations_from_json(d: Mapping[str, Any]) -> list:

@@ -22,6 +22,7 @@ from llm_ray.fitting.approaches import EnvelopeFit, IsoFlopFit, budget_groups, f
 from llm_ray.fitting.config import FitConfig
 from llm_ray.fitting.parametric import ParametricFit, epoch_grid, fit_parametric
 from llm_ray.fitting.predict import predict_budgets, predict_losses
+from llm_ray.fitting import primary as prim
 from llm_ray.fitting.table import FitTable, Source, load_table
 
 APPROACHES = ("approach1", "approach2", "approach3")
@@ -47,6 +48,10 @@ class FitOutcome:
     """approach name -> (R, P) bootstrap parameter vectors (NaN rows: failed replicates)."""
     skipped: dict = field(default_factory=dict)
     """approach name -> reason it was skipped."""
+    backtest: Optional[prim.Backtest] = None
+    """Each approach refitted without the top budget, against its measured minimum (the primary rule)."""
+    noise_sd: Optional[float] = None
+    """Run-to-run standard deviation of the final loss over replicated cells (None: none replicated)."""
 
     def params_of(self, approach: str) -> Optional[np.ndarray]:
         """The full fit's parameter vector in the form `predict.frontier_of` takes."""
@@ -58,6 +63,23 @@ class FitOutcome:
             p = self.parametric
             return np.array([p.E, p.A, p.B, p.alpha, p.beta])
         return None
+
+    def fitted_params(self) -> dict:
+        """approach name -> parameter vector, for the approaches that were fitted."""
+        return {a: p for a in APPROACHES if (p := self.params_of(a)) is not None}
+
+    def primary(self, flops) -> list:
+        """The primary forecast (fitting.primary) at each C in `flops`."""
+        cfg, params = self.cfg, self.fitted_params()
+        if not params or self.backtest is None:
+            return []
+        out = []
+        for c in flops:
+            cands = prim.candidates_at(float(c), params, self.samples, level=cfg.ci_level, k=cfg.flops_per_param_token)
+            choice = prim.choose(cands, self.backtest, noise_sd=self.noise_sd)
+            out.append(prim.primary_at(float(c), choice, self.backtest, params, self.samples, noise=self.noise_sd,
+                                       level=cfg.ci_level, k=cfg.flops_per_param_token))
+        return out
 
 
 def fit_all(source: Source, cfg: FitConfig) -> FitOutcome:
@@ -102,6 +124,8 @@ def fit_all(source: Source, cfg: FitConfig) -> FitOutcome:
                                                                delta=cfg.huber_delta)
     except ValueError as err:
         out.skipped["approach3"] = str(err)
+    out.noise_sd = prim.noise_sd(final, groups)
+    out.backtest = prim.backtest(pts, final, groups, cfg, out.isoflop.groups if out.isoflop is not None else ())
     return out
 
 
@@ -176,12 +200,22 @@ def summarize(out: FitOutcome) -> dict:
                 row[name] = predict_budgets(name, params, out.samples.get(name), [c], level=level,
                                             k=cfg.flops_per_param_token)[0].as_dict()
         res["predictions"].append(row)
+    res["primary"] = [p.as_dict() for p in out.primary(cfg.predict_flops)]
+    res["backtest"] = backtest_dict(out)
     res["loss_predictions"] = []
     if out.parametric is not None:
         res["loss_predictions"] = [p.as_dict() for p in predict_losses(
             out.params_of("approach3"), out.samples.get("approach3"), cfg.predict_points, level=level)]
     res["warnings"] = warnings
     return _clean(res)
+
+
+def backtest_dict(out: FitOutcome) -> dict:
+    """The rolling leave-a-budget-out backtest behind the primary rule, and the measured noise."""
+    bt = out.backtest or prim.Backtest((), {})
+    return {"folds": [{"target": f.target._asdict(), "c_below": f.c_below,
+                       "errors": {a: e._asdict() for a, e in f.errors.items()}} for f in bt.folds],
+            "skipped": dict(bt.skipped), "noise_sd": out.noise_sd}
 
 
 def parametric_warnings(p: ParametricFit, lowest_loss: float) -> list[str]:

@@ -98,17 +98,18 @@ def best_supported(checks: Iterable[Check]) -> Optional[str]:
                                   float(np.mean([abs(c.error) for c in by[a]]))))
 
 
-def models_to_validate(n_opt: Mapping[str, float], *, differ: float = 1.25) -> list[tuple[float, tuple]]:
+def models_to_validate(n_opt: Mapping[str, float], *, differ: float = 1.25,
+                       first: Optional[str] = None) -> list[tuple[float, tuple]]:
     """The model sizes to train at a held-out budget, each with the approaches that recommend it:
-    approach 3's N_opt, and approach 2's where it differs from approach 3's by more than the factor
-    `differ` (both ways); without approach 3, approach 2's, else approach 1's."""
+    `first`'s N_opt (the primary forecast's), then approach 3's and approach 2's where they differ from
+    every size already chosen by more than the factor `differ` (both ways); without `first`, approach
+    3's leads, else approach 2's, else approach 1's."""
     order = [a for a in ("approach3", "approach2", "approach1") if n_opt.get(a) and math.isfinite(n_opt[a])]
     if not order:
         return []
-    first = order[0]
-    out = [(n_opt[first], (first,))]
-    if first == "approach3" and "approach2" in order:
-        ratio = n_opt["approach2"] / n_opt["approach3"]
-        if not 1 / differ <= ratio <= differ:
-            out.append((n_opt["approach2"], ("approach2",)))
+    lead = first if first in order else order[0]
+    out = [(n_opt[lead], (lead,))]
+    for a in ("approach3", "approach2"):
+        if a in order and a != lead and all(not 1 / differ <= n_opt[a] / n <= differ for n, _ in out):
+            out.append((n_opt[a], (a,)))
     return out

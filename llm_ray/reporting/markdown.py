@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from llm_ray.core.records import ApproachResult, FitRecord, IsoFlopMinimum, PlanRecord
+from llm_ray.core.records import ApproachResult, FitRecord, IsoFlopMinimum, PlanRecord, PrimaryForecast
+from llm_ray.fitting.primary import noise_allows
 from llm_ray.fitting.validation import disagreements
 from llm_ray.reporting.plots import final_ok
 from llm_ray.reporting.text import with_interval
@@ -88,17 +89,49 @@ def disagreement_lines(fit: FitRecord) -> list[str]:
 
 
 def forecast_table(fit: FitRecord) -> list[str]:
+    """Per budget: the primary forecast first (bold), then each approach as a diagnostic."""
     if not fit.forecasts:
         return []
-    lines = ["| budget C [FLOPs] | approach | N_opt [params] | D_opt [tokens] | predicted loss L |",
+    lines = ["| budget C [FLOPs] | forecast | N_opt [params] | D_opt [tokens] | predicted loss L |",
              "|---|---|---|---|---|"]
     for c in fit.budgets:
+        p = fit.primary_at(c)
+        if p is not None:
+            lines.append(f"| **{c:.3g}** | **primary** ({primary_source(p)}) | **{p.n_opt:.3g}** | **{p.d_opt:.3g}** | "
+                         f"**{with_interval(p.loss, p.ci, '.4f')}** |")
         at = fit.forecasts_at(c)
         for name in (n for n in ORDER if n in at):
             f = at[name]
-            lines.append(f"| {c:.3g} | {name[-1]} | {with_interval(f.n_opt, f.ci.get('n_opt'))} | "
+            lines.append(f"| {c:.3g} | approach {name[-1]} | {with_interval(f.n_opt, f.ci.get('n_opt'))} | "
                          f"{with_interval(f.d_opt, f.ci.get('d_opt'))} | {with_interval(f.loss, f.ci.get('loss'))} |")
+    lines += [""] + primary_lines(fit)
     return lines + [""]
+
+
+def primary_source(p: PrimaryForecast) -> str:
+    if p.n_from == p.loss_from:
+        return f"approach {p.n_from[-1]}"
+    return f"N from approach {p.n_from[-1]}, L from approach {p.loss_from[-1]}"
+
+
+def primary_lines(fit: FitRecord) -> list[str]:
+    """The primary forecast in words: what to train, what to expect, and the rule that chose it."""
+    if not fit.primary:
+        return []
+    lines = []
+    for p in fit.primary:
+        lo, hi = p.ci
+        lines.append(f"- **Primary forecast at C = {p.flops:.3g}**: train N = {p.n_opt:.3g} on D = {p.d_opt:.3g} "
+                     f"tokens, expect L = {p.loss:.4f} within [{lo:.4f}, {hi:.4f}].")
+    p = fit.primary[0]
+    noise = ("no cell was replicated, so run-to-run noise is not in it" if p.noise_sd is None else
+             f"the run-to-run spread (sd {p.noise_sd:.4f} nats, from replicated cells) is in it: the noise of one "
+             f"run alone allows ±{100 * noise_allows(p.noise_sd, p.loss, fit.ci_level):.2f}% at C = {p.flops:.3g}")
+    lines.append(f"- Chosen by the rule `{p.rule}`, fixed before any held-out run: {p.why}. The interval is the "
+                 f"bootstrap interval widened by that backtest error carried to each budget "
+                 f"({', '.join(f'{100 * q.margin:.2f}%' for q in fit.primary)}); {noise}. The approaches below "
+                 f"are diagnostics.")
+    return lines
 
 
 def exponent_line(a: ApproachResult) -> str:

@@ -27,6 +27,10 @@ def format_fit_summary(fit: FitRecord) -> str:
         lines.append(_approach_line(fit, name))
     for c in fit.budgets:
         lines.append(f"C = {c:.3g} FLOPs:")
+        p = fit.primary_at(c)
+        if p is not None:
+            lines.append(f"    PRIMARY (rule {p.rule}: N from {p.n_from}, L from {p.loss_from}): train N = {p.n_opt:.3g} "
+                         f"on D = {p.d_opt:.3g}, expect L = {with_interval(p.loss, p.ci, '.4f')}")
         for name, f in fit.forecasts_at(c).items():
             lines.append(f"    {name}: N_opt = {with_interval(f.n_opt, f.ci.get('n_opt'))}, "
                          f"D_opt = {with_interval(f.d_opt, f.ci.get('d_opt'))}, "

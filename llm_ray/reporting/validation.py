@@ -9,34 +9,95 @@ from matplotlib.ticker import NullFormatter
 
 from llm_ray.core.records import FitRecord, ForecastCheck, Registration
 from llm_ray.fitting.parametric import frontier
+from llm_ray.fitting.primary import PRIMARY, noise_allows
 from llm_ray.reporting.plots import final_ok, plt, png
 from llm_ray.reporting.text import with_interval
 
-COLORS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green"}
+COLORS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green", "primary": "tab:red"}
+
+
+def label(name: str) -> str:
+    return "primary" if name == PRIMARY else f"approach {name[-1]}"
 
 
 def validation_markdown(checks: list[ForecastCheck], registrations: list[Registration], supported,
                         top_budget: float) -> str:
-    lines = ["## Does the law hold?", "",
-             "Each approach's forecast for a run at a budget the fit never saw, registered in "
-             "`predictions.json` before that run trained, against the loss it measured. Approach 3 predicts "
-             "L(N, D) at the run's own N and D; approaches 1 and 2 predict the frontier loss L_opt(C).", "",
-             "| C [FLOPs] (x top budget) | held-out run | chosen by | approach | predicted loss | measured | "
-             "error | inside the interval? |", "|---|---|---|---|---|---|---|---|"]
-    for c in checks:
-        measured = f"{c.measured:.4f}" if c.measured is not None else c.status
-        error = f"{100 * c.error:+.2f}%" if c.error is not None else "n/a"
-        verdict = {True: "yes", False: "**no**", None: "n/a"}[c.inside]
+    primary = [c for c in checks if c.approach == PRIMARY]
+    diagnostics = [c for c in checks if c.approach != PRIMARY]
+    lines = ["## Does the law hold?", ""]
+    if primary:
+        lines += primary_section(primary, registrations, top_budget)
+    lines += ["Each approach's forecast for a run at a budget the fit never saw, registered in "
+              "`predictions.json` before that run trained, against the loss it measured. Approach 3 predicts "
+              "L(N, D) at the run's own N and D; approaches 1 and 2 predict the frontier loss L_opt(C).", "",
+              "| C [FLOPs] (x top budget) | held-out run | chosen by | approach | predicted loss | measured | "
+              "error | inside the interval? |", "|---|---|---|---|---|---|---|---|"]
+    for c in diagnostics:
         lines.append(f"| {c.flops:.3g} ({c.flops / top_budget:.0f}x) | N = {c.params:,}, D = {c.tokens:.3g} | "
                      f"{', '.join(a[-1] for a in c.chosen_by)} | {c.approach[-1]} | "
-                     f"{with_interval(c.predicted, c.ci, '.4f')} | {measured} | {error} | {verdict} |")
+                     f"{with_interval(c.predicted, c.ci, '.4f')} | {_measured(c)} | {_error(c)} | {_verdict(c)} |")
     lines.append("")
-    lines += verdict_lines(checks, supported)
+    lines += verdict_lines(diagnostics, supported)
     for b in registrations:
         lines += [f"- Not trained at C = {b.flops:.3g}: N ≈ {d.params:,} ({', '.join(d.chosen_by)}): {d.reason}"
                   for d in b.dropped]
     lines += ["", "![validation](validation.png)", ""]
     return "\n".join(lines)
+
+
+def primary_section(primary: list[ForecastCheck], registrations: list[Registration], top_budget: float) -> list:
+    """The table that leads "Does the law hold?": the one forecast per budget, chosen before the run."""
+    lines = ["The primary forecast for each budget the fit never saw (the N to train and the loss to expect), "
+             "chosen by a rule fixed before the run and registered in `predictions.json` before it trained, "
+             "against the loss the run measured.", "",
+             "| C [FLOPs] (x top budget) | held-out run | rule | predicted loss | measured | error | "
+             "inside the interval? |", "|---|---|---|---|---|---|---|"]
+    rules = {float(b.flops): b.primary for b in registrations if b.primary is not None}
+    for c in primary:
+        rule = rules.get(c.flops)
+        how = f"`{rule.rule}`: N from {rule.n_from[-1]}, L from {rule.loss_from[-1]}" if rule else "?"
+        lines.append(f"| **{c.flops:.3g} ({c.flops / top_budget:.0f}x)** | N = {c.params:,}, D = {c.tokens:.3g} | "
+                     f"{how} | **{with_interval(c.predicted, c.ci, '.4f')}** | {_measured(c)} | **{_error(c)}** | "
+                     f"{_verdict(c)} |")
+    lines += [""] + primary_verdict(primary) + noise_lines(registrations) + [""]
+    lines += [f"- Why at C = {b.flops:.3g}: {b.primary.why}." for b in registrations if b.primary is not None]
+    return lines + ["", "Diagnostics: every approach's own forecast for the same runs.", ""]
+
+
+def _measured(c: ForecastCheck) -> str:
+    return f"{c.measured:.4f}" if c.measured is not None else c.status
+
+
+def _error(c: ForecastCheck) -> str:
+    return f"{100 * c.error:+.2f}%" if c.error is not None else "n/a"
+
+
+def _verdict(c: ForecastCheck) -> str:
+    return {True: "yes", False: "**no**", None: "n/a"}[c.inside]
+
+
+def noise_lines(registrations: list[Registration]) -> list[str]:
+    out = []
+    for b in registrations:
+        p = b.primary
+        if p is None or p.noise_sd is None:
+            out.append(f"- At C = {b.flops:.3g} no seed replicates were trained: the run-to-run noise is "
+                       "not measured (sweep.replicate_minima).")
+        else:
+            out.append(f"- The noise alone allows ±{100 * noise_allows(p.noise_sd, p.loss, b.ci_level):.2f}% "
+                       f"at C = {b.flops:.3g} (seed-to-seed sd {p.noise_sd:.4f} nats, from replicated cells); "
+                       "an error within that is as good as the measurement can tell.")
+    return out
+
+
+def primary_verdict(primary: list[ForecastCheck]) -> list[str]:
+    measured = [c for c in primary if c.measured is not None]
+    if not measured:
+        return ["- No held-out run of the primary forecast has finished yet."]
+    errors = [abs(c.error) for c in measured]
+    inside = sum(bool(c.inside) for c in measured)
+    return [f"- **Primary forecast: mean |error| {100 * np.mean(errors):.2f}% (max {100 * max(errors):.2f}%), "
+            f"{inside} of {len(measured)} measured losses inside its interval.**"]
 
 
 def verdict_lines(checks: list[ForecastCheck], supported) -> list[str]:
@@ -107,7 +168,7 @@ def draw_forecasts_up_close(ax, checks: list[ForecastCheck]) -> None:
     ax.set_xticklabels([f"C={ch.flops:.2g}\nN={ch.params / 1e3:.0f}k, D={ch.tokens / 1e6:.1f}M"
                         for ch in (next(c for c in checks if c.cell_id == r) for r in runs)], fontsize=8)
     for name in names:
-        ax.errorbar([], [], yerr=[], fmt="o", color=COLORS[name], capsize=4, label=f"approach {name[-1]}: forecast")
+        ax.errorbar([], [], yerr=[], fmt="o", color=COLORS[name], capsize=4, label=f"{label(name)}: forecast")
     ax.set_ylabel("validation loss L [nats/token]")
     ax.set_title("Held-out runs: forecasts (90% intervals) vs measured")
     ax.grid(True, axis="y", alpha=0.3)

@@ -56,6 +56,8 @@ def forecasts_table(fit: FitRecord):
 
     preds = wandb.Table(columns=["flops", "approach", "n_opt", "n_low", "n_high", "d_opt", "d_low", "d_high",
                                  "loss", "loss_low", "loss_high"])
+    for p in fit.primary:  # the forecast to bet on (llm_ray.fitting.primary), then each approach
+        preds.add_data(p.flops, "primary", p.n_opt, None, None, p.d_opt, None, None, p.loss, *(p.ci or (None, None)))
     for f in fit.forecasts:
         preds.add_data(f.flops, f.approach, f.n_opt, *(f.ci.get("n_opt") or (None, None)), f.d_opt,
                        *(f.ci.get("d_opt") or (None, None)), f.loss, *(f.ci.get("loss") or (None, None)))

@@ -24,10 +24,13 @@ import pandas as pd
 
 from llm_ray.core.config import TrainJobConfig
 from llm_ray.core.plan import Cell, SweepConfig, cell_key, plan_cell, size_to_shape
-from llm_ray.core.records import APPROACHES, DroppedRun, ForecastCheck, HeldOutRun, Prediction, Registration
+from llm_ray.core.records import (APPROACHES, DroppedRun, ForecastCheck, HeldOutRun, Prediction, Registration,
+                                  RegisteredPrimary)
+from llm_ray.core.recipes import base_lr
 from llm_ray.core.secrets import MASK
 from llm_ray.fitting import FitConfig, fit_all
 from llm_ray.fitting.predict import frontier_of, predict_budgets
+from llm_ray.fitting.primary import PRIMARY, widen
 from llm_ray.fitting.validation import Check, best_supported, forecast_loss, models_to_validate
 from llm_ray.io import storage
 from llm_ray.sweeps.results import collect_results, fitted_rows, read_results, write_results
@@ -92,7 +95,11 @@ def sweep_settings(sweep_dir: str) -> tuple[SweepConfig, TrainJobConfig, FitConf
     if not jobs:
         raise ValueError(f"sweep_dir={sweep_dir!r}: no finished cell records its training config "
                          f"(result.json `job`): run the sweep (python -m llm_ray.sweep) first.")
-    return sweep.plan.sweep, jobs[0], sweep.fit_config()
+    plan, base = sweep.plan.sweep, jobs[0]
+    # A cell's job carries its own lr, already set by sweep.hp_rule: undo the rule, or the held-out
+    # runs would get it twice (under `width`, an lr off by width_ref / d_model of that cell).
+    lr = base_lr(plan.hp_rule, base.trainer.lr, d_model=base.model.d_model, width_ref=plan.width_ref)
+    return plan, dataclasses.replace(base, trainer=dataclasses.replace(base.trainer, lr=lr)), sweep.fit_config()
 
 
 def check_budgets(flops: list, sweep: SweepConfig) -> None:
@@ -124,9 +131,10 @@ def forecast_budget(outcome, sweep: SweepConfig, base: TrainJobConfig, train_tok
         if params is not None:
             frontier[name] = predict_budgets(name, params, outcome.samples.get(name), [c], level=level, k=k)[0].as_dict()
     n_opt = {name: float(frontier_of(name, outcome.params_of(name), [c], k)[0][0]) for name in frontier}
+    primary = next(iter(outcome.primary([c])), None)
     ctx = plan_context(base, train_tokens)
     runs, dropped = [], []
-    for n, chosen_by in models_to_validate(n_opt):
+    for n, chosen_by in models_to_validate(n_opt, first=primary.n_from if primary else None):
         cell = plan_cell(sweep, ctx, c, size_to_shape(sweep, ctx, n), check_ratio=False)
         if not isinstance(cell, Cell):
             dropped.append(DroppedRun(params=cell.params, chosen_by=tuple(chosen_by), reason=cell.reason))
@@ -137,8 +145,23 @@ def forecast_budget(outcome, sweep: SweepConfig, base: TrainJobConfig, train_tok
                      for name in frontier}
         runs.append(HeldOutRun(cell_id=planned.cell_id, chosen_by=tuple(chosen_by), n_opt=n, cell=cell,
                                forecasts=forecasts))
+    runs = merge_same_cells(runs)
     return Registration(fit_key="", registered_at="", ci_level=level, flops=c, frontier=frontier,
-                        runs=tuple(merge_same_cells(runs)), dropped=tuple(dropped))
+                        runs=tuple(runs), dropped=tuple(dropped), primary=primary_entry(primary, runs, level))
+
+
+def primary_entry(primary, runs: list[HeldOutRun], level: float) -> Optional[RegisteredPrimary]:
+    """The primary forecast for the held-out run that trains its N (llm_ray.fitting.primary): the
+    chosen approach's forecast at that run, its interval widened as at fit time."""
+    run = next((r for r in runs if primary is not None and primary.n_from in r.chosen_by), None)
+    if run is None:
+        return None
+    f = run.forecasts[primary.loss_from]
+    ci = widen(f.loss, f.ci, rel_error=primary.margin, noise_sd=primary.noise_sd, level=level)
+    return RegisteredPrimary(rule=primary.rule, n_from=primary.n_from, loss_from=primary.loss_from,
+                             cell_id=run.cell_id, loss=f.loss, ci=ci if all(map(math.isfinite, ci)) else None,
+                             why=primary.why, margin=primary.margin, noise_sd=primary.noise_sd,
+                             agrees_with=tuple(primary.agrees_with))
 
 
 def merge_same_cells(runs: list[HeldOutRun]) -> list[HeldOutRun]:
@@ -173,7 +196,10 @@ def compare(registrations: list[Registration], sweep_dir: str) -> list[ForecastC
         for run in b.runs:
             rec = SweepDir(sweep_dir).record(run.cell_id, stage=STAGE)
             measured = rec.final_val_loss if rec is not None and rec.status == "ok" else None
-            for name, f in run.forecasts.items():
+            forecasts = dict(run.forecasts)
+            if b.primary is not None and b.primary.cell_id == run.cell_id:
+                forecasts = {PRIMARY: b.primary, **forecasts}
+            for name, f in forecasts.items():
                 check = Check(name, f.loss, f.ci, measured if measured is not None else math.nan)
                 checks.append(ForecastCheck(
                     flops=float(b.flops), cell_id=run.cell_id, params=run.cell.params,
@@ -192,7 +218,7 @@ def write_outputs(sweep_dir: str, checks: list[ForecastCheck], key: str, registr
 
     fit = SweepDir(sweep_dir).fit
     supported = best_supported(Check(c.approach, c.predicted, c.ci, c.measured if c.measured is not None else np.nan)
-                               for c in checks)
+                               for c in checks if c.approach != PRIMARY)
     storage.write_json(storage.join(sweep_dir, "validation.json"), {
         "schema": 1, "fit_key": key, "supported": supported,
         "checks": [dataclasses.asdict(c) for c in checks],

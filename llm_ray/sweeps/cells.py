@@ -29,8 +29,9 @@ def cell_job(base: TrainJobConfig, cell: Cell, cells_dir: str, group: str) -> Pl
     model = dataclasses.replace(base.model, n_layer=cell.n_layer, d_model=cell.d_model,
                                 n_head=cell.n_head, d_ff=cell.d_ff)
     trainer = dataclasses.replace(base.trainer, tokens=float(cell.tokens), lr=cell.lr,
-                                  warmup_steps=cell.warmup_steps, global_batch_tokens=cell.global_batch_tokens,
-                                  num_workers=cell.num_workers, storage_path=cells_dir)
+                                  seed=base.trainer.seed + cell.seed, warmup_steps=cell.warmup_steps,
+                                  global_batch_tokens=cell.global_batch_tokens, num_workers=cell.num_workers,
+                                  storage_path=cells_dir)
     job = dataclasses.replace(base, model=model, trainer=trainer,
                               wandb=dataclasses.replace(base.wandb, group=group))
     cell_id = f"{cell.name}-{content_key(job)}"

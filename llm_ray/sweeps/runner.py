@@ -20,7 +20,7 @@ import pandas as pd
 from llm_ray.core.branches import (check_branchable, drop_unbranchable, format_spent, plan_trunks,
                                    shared_warmup, spent_flops)
 from llm_ray.core.config import TrainJobConfig, validate_train_job
-from llm_ray.core.plan import PlanContext, SweepConfig, format_plan, plan_cells
+from llm_ray.core.plan import PlanContext, SweepConfig, format_plan, minima_replicates, plan_cells
 from llm_ray.core.records import PlanRecord, RunRecord
 from llm_ray.core.secrets import redact_sources, secret_values
 from llm_ray.data import PreparedData
@@ -121,9 +121,42 @@ def run_sweep_cells(base: TrainJobConfig, sweep: SweepConfig, log=print) -> Swee
     if pending:
         train_cells(pending, base, data, sweep, sweep_dir, n_total=len(planned), log=log)
     table = collect_results(cells_dir, {p.cell_id: p.cell for p in planned})
+    replicas, todo, plan_record = train_replicates(base, sweep, data, sweep_dir, planned, table, plan_record, log)
+    if replicas:
+        pending += todo
+        table = collect_results(cells_dir, {p.cell_id: p.cell for p in planned + replicas})
     write_results(table, sweep_dir)
     return SweepRun(sweep_dir=sweep_dir, plan=plan_record, trained=[p.cell_id for p in pending], table=table,
                     base=base)
+
+
+def train_replicates(base: TrainJobConfig, sweep: SweepConfig, data: PreparedData, sweep_dir: str,
+                     planned: list[PlannedCell], table: pd.DataFrame, plan_record: PlanRecord, log=print
+                     ) -> tuple[list[PlannedCell], list[PlannedCell], PlanRecord]:
+    """sweep.replicate_minima: each budget's lowest-loss cell trained again with other seeds, keyed and
+    resumed like the cells (listed in plan.json `replicates`). Returns (all replicates, those trained
+    now, the plan record that lists them)."""
+    cells_dir = storage.join(sweep_dir, "cells")
+    done = ok_cells(table)
+    final = table[table["final"]].set_index("cell_id")["loss"]
+    replicas = [cell_job(base, c, cells_dir, group=sweep.name) for c in minima_replicates(
+        [(p.cell, float(final[p.cell_id])) for p in planned if p.cell_id in done], sweep.replicate_minima)]
+    if not replicas:
+        return [], [], plan_record
+    plan_record = dataclasses.replace(plan_record, replicates={p.cell_id: p.cell for p in replicas})
+    SweepDir(sweep_dir).write_plan(plan_record)
+    todo = [p for p in replicas if not is_finished(storage.join(cells_dir, p.cell_id))]
+    log(f"sweep: {len(replicas) - len(todo)} seed replicates of the budgets' minima already finished (kept), "
+        f"{len(todo)} to train")
+    if todo:
+        train_cells(todo, base, data, sweep, sweep_dir, n_total=len(replicas), log=log)
+    return replicas, todo, plan_record
+
+
+def ok_cells(table: pd.DataFrame) -> set:
+    """Cells whose final point is a finished, finite loss."""
+    final = table[table["final"] & (table["status"] == "ok")]
+    return set(final.loc[final["loss"].notna() & (final["loss"] < float("inf")), "cell_id"])
 
 
 def train_cells(pending: list[PlannedCell], base: TrainJobConfig, data: PreparedData, sweep: SweepConfig,
