@@ -127,6 +127,12 @@ def command(name: str, config_name: Optional[str] = None):
     return decorate
 
 
+def comma_list_as_list(argv: list, key: str) -> list:
+    """Let `KEY=A,B` mean the list [A,B]: Hydra would read a bare comma as a multirun sweep."""
+    return [f"{key}=[{a.split('=', 1)[1]}]" if a.startswith(f"{key}=") and "," in a
+            and not a.split("=", 1)[1].startswith("[") else a for a in argv]
+
+
 def run_command(name: str, body: Callable[[], None]) -> None:
     """Run a command's body: bad input (a ValueError: every config check and every check made
     before Ray starts; an OmegaConf error: a missing or unresolvable value) becomes one message on

@@ -17,7 +17,7 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from llm_ray.cli import command
+from llm_ray.cli import comma_list_as_list, command
 
 
 def run_variants(variants: dict, common: list, log=print) -> list:
@@ -69,14 +69,8 @@ def app(cfg: DictConfig) -> None:
     print(f"compare: {out_dir}/compare.md, compare.json, compare.png")
 
 
-def sweep_dirs_as_list(argv: list) -> list:
-    """Let `sweep_dirs=A,B` mean a list: Hydra would read a bare comma as a multirun sweep."""
-    return [f"sweep_dirs=[{a.split('=', 1)[1]}]" if a.startswith("sweep_dirs=") and "," in a
-            and not a.split("=", 1)[1].startswith("[") else a for a in argv]
-
-
 def main() -> None:
-    sys.argv = sweep_dirs_as_list(sys.argv)
+    sys.argv = comma_list_as_list(sys.argv, "sweep_dirs")
     app()
 
 

@@ -13,7 +13,7 @@ import sys
 
 from omegaconf import DictConfig, OmegaConf
 
-from llm_ray.cli import command
+from llm_ray.cli import comma_list_as_list, command
 
 
 @command("report")
@@ -24,14 +24,8 @@ def app(cfg: DictConfig) -> None:
     redraw([str(d) for d in dirs], OmegaConf.to_object(cfg.fit), cfg.out_dir)
 
 
-def sweep_dirs_as_list(argv: list[str]) -> list[str]:
-    """Let `sweep_dir=A,B` mean a list: Hydra would read a bare comma as a multirun sweep."""
-    return [f"sweep_dir=[{a.split('=', 1)[1]}]" if a.startswith("sweep_dir=") and "," in a
-            and not a.split("=", 1)[1].startswith("[") else a for a in argv]
-
-
 def main() -> None:
-    sys.argv = sweep_dirs_as_list(sys.argv)
+    sys.argv = comma_list_as_list(sys.argv, "sweep_dir")
     app()
 
 

@@ -339,29 +339,37 @@ def _text_documents(f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str
         yield from _delimited(stream, f, opts)
 
 
-def _delimited(stream, f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str]]:
-    """Documents between matches of data.delimiter, read in chunks (the text after the last match
-    is carried into the next chunk, so a delimiter cut by a chunk boundary is still found)."""
-    pattern = re.compile(opts.delimiter)
+def _decoded(stream, f: SourceFile, opts: ReadOptions, what: str) -> Iterator[tuple[str, bool]]:
+    """The stream's text, decoded chunk by chunk (a character cut by a chunk boundary is completed by
+    the next), with whether it is the last; bad UTF-8 is a CorpusError naming its byte offset."""
     replace = f.replace_invalid_utf8 or opts.invalid_utf8 == "replace"
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace" if replace else "strict")
-    buf, k, consumed = "", 0, 0
+    consumed = 0
     while True:
         chunk = stream.read(_READ_CHUNK)
         pending = len(decoder.getstate()[0])
         try:
-            buf += decoder.decode(chunk, final=not chunk)
+            text = decoder.decode(chunk, final=not chunk)
         except UnicodeDecodeError as err:
-            raise CorpusError(_utf8_message(f, "delimited text", consumed - pending + err.start)) from None
+            raise CorpusError(_utf8_message(f, what, consumed - pending + err.start)) from None
         consumed += len(chunk)
-        parts = pattern.split(buf)
-        buf = parts.pop() if chunk else ""
+        yield text, not chunk
+        if not chunk:
+            return
+
+
+def _delimited(stream, f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str]]:
+    """Documents between matches of data.delimiter, read in chunks (the text after the last match
+    is carried into the next chunk, so a delimiter cut by a chunk boundary is still found)."""
+    pattern = re.compile(opts.delimiter)
+    buf, k = "", 0
+    for text, last in _decoded(stream, f, opts, "delimited text"):
+        parts = pattern.split(buf + text)
+        buf = "" if last else parts.pop()
         for part in parts:
             if part:
                 yield f"{f.name}#{k}", part
                 k += 1
-        if not chunk:
-            return
 
 
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -372,26 +380,16 @@ def _cut(stream, f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str]]:
     many (kept with it, so the documents joined are the file), or, when none comes within twice
     that, exactly there (a fixed-size piece). Ids `<name>#<k>`, as a delimited file's."""
     target = int(f.cut_bytes)
-    replace_bad = f.replace_invalid_utf8 or opts.invalid_utf8 == "replace"
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace" if replace_bad else "strict")
-    buf, k, consumed = "", 0, 0
-    while True:
-        chunk = stream.read(_READ_CHUNK)
-        pending = len(decoder.getstate()[0])
-        try:
-            buf += decoder.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as err:
-            raise CorpusError(_utf8_message(f, "the file", consumed - pending + err.start)) from None
-        consumed += len(chunk)
-        while len(buf) >= 2 * target or (not chunk and len(buf) > target):
+    buf, k = "", 0
+    for text, last in _decoded(stream, f, opts, "the file"):
+        buf += text
+        while len(buf) >= 2 * target or (last and len(buf) > target):
             m = _BLANK_LINE.search(buf, target, 2 * target)
             end = m.end() if m else min(2 * target, len(buf))
             yield f"{f.name}#{k}", buf[:end]
             buf, k = buf[end:], k + 1
-        if not chunk:
-            if buf:
-                yield f"{f.name}#{k}", buf
-            return
+    if buf:
+        yield f"{f.name}#{k}", buf
 
 
 def _jsonl_documents(f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str]]:
