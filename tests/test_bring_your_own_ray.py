@@ -73,7 +73,10 @@ def test_llama_and_a_user_model_sweep_one_large_file_fit_and_carry_bpb(two_sweep
         assert set(df["status"]) == {"ok"} and df["cell_id"].nunique() >= 5
         assert df["bpb"].notna().all() and (df["bpb"] > 0).all()
         fit = json.load(open(os.path.join(out["sweep_dir"], "fit.json")))
-        assert fit["approach3"]["status"] == "ok"
+        # Six tiny cells: a law, or (when every budget is best at the ladder's smallest size) a refusal
+        # that says so; never a crash that leaves no fit.json.
+        a3 = fit["approach3"]
+        assert a3["status"] == "ok" or "extend the ladder" in a3.get("reason", ""), a3
         cell = json.load(open(os.path.join(out["sweep_dir"], "cells", df["cell_id"].iloc[0], "result.json")))
         assert cell["model"]["vocab_size"] == vocab  # mine: the tokenizer.json's 700 + <|endoftext|>
         assert cell["final_val_bpb"] == pytest.approx(

@@ -275,9 +275,10 @@ def _polish(fun, xs, fs, scale, n_polish: int = 3):
 def _result(theta, f, g, scale, gtol, n_points, n_starts, n_kept, k) -> ParametricFit:
     with np.errstate(over="ignore"):
         E, A, B, al, be = theta_to_params(theta)[0]
-    if not np.isfinite([E, A, B, al, be]).all():
+    if not np.isfinite([E, A, B, al, be]).all() or min(A, B, al, be) <= 0:
         # Seen on a ladder whose every budget is best at its smallest size: the optimum runs off to
-        # A = inf, alpha ~ 1e3 (the N term a step), finite in log space and meaningless as a law.
+        # A = inf, alpha ~ 1e3 (the N term a step), or to A = 0 with alpha < 0 (no N term at all):
+        # finite in log space and meaningless as a law, whose exponents are positive.
         raise ValueError(
             f"approach 3: the best optimum is degenerate (E={E:.3g}, A={A:.3g}, B={B:.3g}, alpha={al:.3g}, "
             f"beta={be:.3g}): the runs do not identify L(N, D). Typically every budget is best at an edge "

@@ -212,8 +212,9 @@ class SweepDir:
         return FitRecord.from_json(storage.read_json(self.require(FIT)))
 
     def fit_config(self, **overrides) -> FitConfig:
-        """The FitConfig the sweep's last fit was made with (`overrides` replace fields)."""
-        return FitConfig.from_json(self.fit.config, **overrides)
+        """The FitConfig the sweep's last fit was made with (`overrides` replace fields): its `config`
+        alone, so a fit that failed, or a fit.json that holds only a config, still gives it."""
+        return FitConfig.from_json(storage.read_json(self.require(FIT)).get("config") or {}, **overrides)
 
     # ---- predictions.json -------------------------------------------------------------------------
 
