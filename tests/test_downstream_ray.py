@@ -20,7 +20,7 @@ from wandb_reader import summarize
 
 pytestmark = pytest.mark.ray
 # 2 budgets x 2 shapes of 1-layer models on the stdlib slice: 4 cells of ~20-40 steps.
-SWEEP = ["model=tiny", *TEST_DATA, "sweep.name=ds", "sweep.budgets=[1e10,2e10]",
+SWEEP = ["model=tiny", *TEST_DATA, "sweep.name=ds", "sweep.replicate_minima=0", "sweep.budgets=[1e10,2e10]",
          "sweep.shapes=[{n_layer:1,d_model:16,n_head:2},{n_layer:1,d_model:32,n_head:2}]",
          "sweep.min_tokens=1e4", "sweep.tokens_per_param=[0.1,1000]", "trainer.eval_every=1000",
          "trainer.log_every=1000", "trainer.eval_tokens=8192", "fit.n_bootstrap=20", "fit.predict_flops=[1e11]"]
