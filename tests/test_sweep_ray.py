@@ -137,7 +137,8 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
 
 
 def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tmp_path):
-    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, f"trainer.storage_path={tmp_path}",
+    # Without seed replicates: the count below is the plan's cells (the smoke test covers replicates).
+    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, "sweep.replicate_minima=0", f"trainer.storage_path={tmp_path}",
             "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
@@ -161,7 +162,7 @@ def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tm
 
     # Resume with one more budget: the finished cells are kept, the rest and the new budget's train.
     out = run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=disabled",
-                                   "sweep.budgets=[5e10,1.5e11,8e10]"))
+                                   "sweep.budgets=[5e10,1.5e11,8e10]", "sweep.replicate_minima=0"))
     assert set(out["trained"]).isdisjoint(finished)
     assert len(out["trained"]) + len(finished) == len(out["plan"].cells)
     assert any(c.startswith("C8e10") for c in out["trained"])
@@ -174,7 +175,8 @@ def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tm
 def test_ctrl_c_stops_the_sweep_before_any_fit_and_says_how_to_resume(ray_cluster, tmp_path):
     """Tune answers SIGINT by ending its run and returning normally: the sweep must stop there (exit
     130, one line), not fit or report a partial grid."""
-    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, f"trainer.storage_path={tmp_path}",
+    # Without seed replicates: the count below is the plan's cells (the smoke test covers replicates).
+    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, "sweep.replicate_minima=0", f"trainer.storage_path={tmp_path}",
             "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
