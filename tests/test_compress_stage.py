@@ -18,7 +18,7 @@ from wandb_reader import summarize
 
 pytestmark = pytest.mark.ray
 # The smoke preset at smaller budgets and sizes (2 x 2 cells), and a short list of settings.
-SMOKE = ["sweep=smoke", "sweep.replicate_minima=0", "sweep.budgets=[3e10,9e10]", "sweep.sizes=[1.5e4,3.5e4]", "fit.n_bootstrap=20", "trainer.eval_every=1000", "trainer.log_every=1000", "wandb.mode=offline"]
+SMOKE = ["sweep=smoke", "sweep.budgets=[3e10,9e10]", "sweep.sizes=[1.5e4,3.5e4]", "fit.n_bootstrap=20", "trainer.eval_every=1000", "trainer.log_every=1000", "wandb.mode=offline"]
 SETTINGS = ["compress.group_bits=[4]", "compress.sparsities=[0.5]", "compress.n_bootstrap=50"]
 
 

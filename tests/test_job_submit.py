@@ -35,7 +35,7 @@ VENV_BIN = os.path.dirname(sys.executable)
 RAY = os.path.join(VENV_BIN, "ray")
 # The smoke preset cut to one budget and two sizes (46k and 87k parameters, 70 and 39 steps):
 # two cells, trained at the same time on the head's 3 CPUs.
-SWEEP = ["sweep=smoke", "sweep.replicate_minima=0", "sweep.budgets=[5e10]", "sweep.sizes=[3.5e4,9e4]", "fit.n_bootstrap=20",
+SWEEP = ["sweep=smoke", "sweep.budgets=[5e10]", "sweep.sizes=[3.5e4,9e4]", "fit.n_bootstrap=20",
          "data.max_bytes=2000000", "trainer.eval_tokens=16384",
          "trainer.eval_every=40", "trainer.log_every=40", "wandb.mode=offline"]
 

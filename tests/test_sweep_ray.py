@@ -34,7 +34,8 @@ def smoke_sweep(ray_cluster, tmp_path_factory):
     from llm_ray.sweep import run_sweep
 
     tmp_path = tmp_path_factory.mktemp("smoke")
-    return run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=offline")), tmp_path
+    return run_sweep(*compose_sweep(*SMOKE, "sweep.replicate_minima=1", f"trainer.storage_path={tmp_path}",
+                                   "wandb.mode=offline")), tmp_path
 
 
 def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
@@ -138,7 +139,7 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
 
 def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tmp_path):
     # Without seed replicates: the count below is the plan's cells (the smoke test covers replicates).
-    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, "sweep.replicate_minima=0", f"trainer.storage_path={tmp_path}",
+    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, f"trainer.storage_path={tmp_path}",
             "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
@@ -162,7 +163,7 @@ def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tm
 
     # Resume with one more budget: the finished cells are kept, the rest and the new budget's train.
     out = run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=disabled",
-                                   "sweep.budgets=[5e10,1.5e11,8e10]", "sweep.replicate_minima=0"))
+                                   "sweep.budgets=[5e10,1.5e11,8e10]"))
     assert set(out["trained"]).isdisjoint(finished)
     assert len(out["trained"]) + len(finished) == len(out["plan"].cells)
     assert any(c.startswith("C8e10") for c in out["trained"])
@@ -176,7 +177,7 @@ def test_ctrl_c_stops_the_sweep_before_any_fit_and_says_how_to_resume(ray_cluste
     """Tune answers SIGINT by ending its run and returning normally: the sweep must stop there (exit
     130, one line), not fit or report a partial grid."""
     # Without seed replicates: the count below is the plan's cells (the smoke test covers replicates).
-    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, "sweep.replicate_minima=0", f"trainer.storage_path={tmp_path}",
+    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, f"trainer.storage_path={tmp_path}",
             "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)

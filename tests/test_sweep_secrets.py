@@ -49,7 +49,7 @@ def test_a_sweep_with_credentials_in_its_source_urls_writes_none_of_them(ray_clu
     sources = "[" + ",".join(f"'{u}'" for u in corpus_server) + "]"
     out = run_sweep(*compose_sweep(*SWEEP, f"data.sources={sources}", f"trainer.storage_path={storage_root}",
                                    f"data.cache_dir={storage_root}/data-cache", f"wandb.dir={storage_root}/wandb"))
-    assert len(out["plan"]["cells"]) == 2 and not out["fit"].error
+    assert len(out["plan"].cells) == 2 and not out["fit"].error
     written = [os.path.join(d, f) for d, _, fs in os.walk(storage_root) for f in fs]
     assert len(written) > 30 and any("/wandb/" in p for p in written)  # W&B's offline run is there too
     needles = [PASSWORD, "llmray:", *FAKE_SECRETS.values()]
@@ -57,7 +57,7 @@ def test_a_sweep_with_credentials_in_its_source_urls_writes_none_of_them(ray_clu
     # ... and the URLs themselves are kept, masked, where the records name the corpus.
     import json
 
-    cell = next(iter(out["plan"]["cells"]))
+    cell = next(iter(out["plan"].cells))
     record = json.loads((storage_root / "smoke" / "cells" / cell / "result.json").read_text())
     assert record["status"] == "ok"
     assert record["job"]["data"]["sources"][0].startswith("http://***@127.0.0.1:")

@@ -227,7 +227,7 @@ def test_a_failed_online_init_falls_back_offline_in_the_same_process(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 # The smoke preset cut to one budget and two sizes (as tests/test_job_submit.py runs it).
-SMALL_SMOKE = ["sweep=smoke", "sweep.replicate_minima=0", "sweep.budgets=[5e10]", "sweep.sizes=[3.5e4,9e4]", "fit.n_bootstrap=20",
+SMALL_SMOKE = ["sweep=smoke", "sweep.budgets=[5e10]", "sweep.sizes=[3.5e4,9e4]", "fit.n_bootstrap=20",
                "data.max_bytes=2000000", "trainer.eval_tokens=16384", "trainer.eval_every=40", "trainer.log_every=40"]
 
 

@@ -21,7 +21,7 @@ from llm_ray.core.schedules import cooldown_start
 
 pytestmark = pytest.mark.ray
 # The smoke grid at smaller budgets (3 sizes x 2 budgets): each size's trunk serves 2 cells.
-BRANCHES = ["sweep=smoke", "sweep.replicate_minima=0", "sweep.schedule=wsd_branches", "sweep.budgets=[3e10,8e10]", "fit.n_bootstrap=20", "trainer.eval_every=40",
+BRANCHES = ["sweep=smoke", "sweep.schedule=wsd_branches", "sweep.budgets=[3e10,8e10]", "fit.n_bootstrap=20", "trainer.eval_every=40",
             "trainer.log_every=40", "wandb.mode=disabled"]
 
 
