@@ -37,35 +37,12 @@ def compose(model: str, steps: int, threads: int, storage: str):
 
 
 def plain_pytorch(job, data, steps: int, threads: int) -> tuple[float, float]:
-    """nanoGPT-style loop: (tokens/s over steps 3..N, seconds per step)."""
-    import torch
+    """The plain loop (bench/plain_loop.py) on the job's data: (tokens/s over steps 3..N, seconds per step)."""
+    from llm_ray.data import load_split
+    from plain_loop import plain_step_seconds
 
-    from llm_ray.core.config import batch_geometry
-    from llm_ray.data import load_split, sample_batch
-    from llm_ray.training.engine import param_groups
-    from llm_ray.training.model import Transformer
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    m, t = job.model, job.trainer
-    model = Transformer(m)
-    opt = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas), eps=t.eps)
-    tokens = load_split(data, "train")
-    _, accum = batch_geometry(m, t)
-    times = []
-    for step in range(steps):
-        t0 = time.perf_counter()
-        for micro in range(accum):
-            x, y = sample_batch(tokens, m.seq_len, t.micro_batch_size, seed=0, step=step, rank=0, micro=micro)
-            _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
-            (loss / accum).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss.item()
-        times.append(time.perf_counter() - t0)
-    measured = times[2:]
-    return t.global_batch_tokens * len(measured) / sum(measured), sum(measured) / len(measured)
+    measured = plain_step_seconds(job.model, job.trainer, load_split(data, "train"), steps, threads)[2:]
+    return job.trainer.global_batch_tokens * len(measured) / sum(measured), sum(measured) / len(measured)
 
 
 class CpuSampler:

@@ -1,10 +1,12 @@
 """Build DeepSpeed's CPU ops once, into the torch-extensions cache, so no run pays for gcc.
 
-`make setup` runs this. DeepSpeed JIT-compiles its CPU ops on first use (shm communication for
-init_distributed on CPU: ~60-80 s; DeepSpeedCPUAdam for optimizer offload: ~100-130 s). Loading them
-here puts the shared objects into this environment's own cache (<venv>/torch_extensions, see
-llm_ray.training.engine.use_venv_ops_cache); every later process, Ray workers included, loads them in seconds. On a CUDA machine DeepSpeed uses NCCL and
-its CUDA ops instead, so there is nothing to pre-build.
+`make setup` runs this. DeepSpeed JIT-compiles its CPU ops on first use; the one every CPU run needs
+(shm communication for init_distributed: ~60-80 s of gcc) is built here, into this environment's own
+cache (<venv>/torch_extensions, see llm_ray.training.engine.use_venv_ops_cache), so every later
+process, Ray workers included, loads it in seconds. DeepSpeedCPUAdam (optimizer offload, ~100-130 s)
+is built only with `--offload`, or by the first run with deepspeed.offload_optimizer=true (then
+cached the same way): most runs never offload, and set-up should not make them wait for it. On a
+CUDA machine DeepSpeed uses NCCL and its CUDA ops instead, so there is nothing to pre-build.
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ import os
 import time
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     import torch
+
+    ap = argparse.ArgumentParser(prog="python -m llm_ray.prebuild")
+    ap.add_argument("--offload", action="store_true", help="also build DeepSpeedCPUAdam (optimizer offload)")
+    args = ap.parse_args(argv)
 
     if torch.cuda.is_available():
         print("prebuild: CUDA present, DeepSpeed's CPU ops are not needed; nothing to build.")
@@ -25,7 +33,7 @@ def main() -> None:
     print(f"prebuild: ops cache {use_venv_ops_cache()}")
     from deepspeed.ops.op_builder.cpu import CPUAdamBuilder, ShareMemCommBuilder
 
-    for builder in (ShareMemCommBuilder(), CPUAdamBuilder()):
+    for builder in (ShareMemCommBuilder(), *([CPUAdamBuilder()] if args.offload else [])):
         t0 = time.time()
         print(f"prebuild: {builder.name} ...", flush=True)
         with same_ops_build():  # the build Ray workers will look for

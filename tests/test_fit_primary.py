@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llm_ray.core.records import FitRecord, ForecastCheck, Registration, RegisteredPrimary
+from llm_ray.core.records import FitRecord, ForecastCheck, Registration, RegisteredPrimary, loss_standard_error
 from llm_ray.fitting import FitConfig, fit_all, summarize
 from llm_ray.fitting.primary import (Backtest, BacktestError, Candidate, Choice, Fold, Minimum, choose,
                                      extrapolation_scale, noise_sd, scaled_error, top_minimum, widen)
 from llm_ray.fitting.validation import models_to_validate
-from llm_ray.reporting.markdown import answer_section
+from llm_ray.reporting.markdown import answer_section, evaluation_noise_lines
 from llm_ray.reporting.validation import validation_markdown
 from test_fit_pipeline import LAW, law, sweep_table
 
@@ -180,3 +180,39 @@ def test_does_the_law_hold_leads_with_the_primary_forecast_and_keeps_the_others_
     text = validation_markdown([check("primary", 3.06, 3.0, 3.1)], registration(noise_sd=0.01, loss=3.0), None,
                                top_budget=1e12)
     assert "The noise alone allows ±0.55% at C = 4e+12" in text  # 1.645 * 0.01 / 3.0
+
+
+def test_the_evaluation_standard_error_is_sd_over_root_n_of_per_window_losses():
+    rng = np.random.default_rng(3)
+    for n in (2, 17, 400):
+        x = 3.0 + 0.2 * rng.standard_normal(n)
+        assert loss_standard_error(n, x.sum(), (x * x).sum()) == pytest.approx(x.std(ddof=1) / math.sqrt(n), rel=1e-9)
+    assert math.isnan(loss_standard_error(1, 3.0, 9.0))
+
+
+def with_seed_replicates(table: pd.DataFrame) -> pd.DataFrame:
+    """Each run of the table again under another seed (its loss drawn again): a measured seed noise."""
+    again = sweep_table(seed=1)
+    again["run_id"] = again["run_id"] + "-s1"
+    return pd.concat([table, again], ignore_index=True)
+
+
+def test_the_report_sets_the_evaluation_noise_beside_the_seed_noise():
+    table = with_seed_replicates(sweep_table())
+    out = fit_all(table, FitConfig(n_bootstrap=0, predict_flops=[4e20], plots=False))
+    fit = FitRecord.from_json(summarize(out))
+    sd = fit.primary[0].noise_sd
+    assert sd and sd > 0
+    table = table.assign(final=True)
+    fine = evaluation_noise_lines(fit, table.assign(loss_se=0.1 * sd))
+    assert len(fine) == 1 and "0.10x the seed-to-seed sd" in fine[0] and "more finely than seeds" in fine[0]
+    coarse = evaluation_noise_lines(fit, table.assign(loss_se=2 * sd))
+    assert "2.00x" in coarse[0] and "trainer.eval_tokens" in coarse[0]
+    assert evaluation_noise_lines(fit, table) == []  # a table without the column (another lab's): no line
+
+
+def test_a_table_of_many_budgets_is_backtested_on_its_top_three_only():
+    budgets = (1e17, 3e17, 1e18, 3e18, 1e19, 3e19, 1e20)
+    out = fit_all(sweep_table(budgets=budgets), FitConfig(n_bootstrap=0, predict_flops=[4e20], plots=False))
+    assert [f.target.flops for f in out.backtest.folds] == pytest.approx([1e19, 3e19, 1e20], rel=0.05)
+    assert [f.c_below for f in out.backtest.folds] == pytest.approx([3e18, 1e19, 3e19], rel=0.05)

@@ -68,6 +68,9 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
     assert fit["backtest"]["noise_sd"] > 0 and fit["primary"][0]["noise_sd"] == fit["backtest"]["noise_sd"]
     report = open(os.path.join(sweep_dir, "report.md")).read()
     assert report.startswith("# Scaling-law report") and "## The answer" in report
+    # The evaluation's own noise, measured per run over its held-out windows, set beside the seeds'.
+    assert (final["loss_se"] > 0).all() and (final["loss_se"] < 0.1 * final["loss"]).all()
+    assert "- Evaluation noise: a final loss's standard error" in report and "the seed-to-seed sd" in report
     for png in fit["plots"] + ["training_curves.png"]:
         assert os.path.getsize(os.path.join(sweep_dir, png)) > 10_000
     # W&B, read back from the offline .wandb files: one run per trial grouped under the sweep and

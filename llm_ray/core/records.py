@@ -67,6 +67,17 @@ def bits_per_byte(loss_nats_per_token: float, bytes_per_token: Optional[float]) 
     return float(loss_nats_per_token) / (math.log(2) * float(bytes_per_token))
 
 
+def loss_standard_error(n: float, total: float, total_sq: float) -> float:
+    """sd / sqrt(n) of n per-window mean losses given their sum and sum of squares (NaN below 2
+    windows). Windows cut from one text are not independent (a topic spans several), so this is a
+    lower bound on the evaluation's noise; windows are fixed across cells, so it does not enter
+    comparisons between cells, only the gap between one measured loss and the population's."""
+    if n < 2:
+        return math.nan
+    var = max(0.0, (total_sq - total * total / n) / (n - 1))
+    return math.sqrt(var / n)
+
+
 @dataclass(frozen=True)
 class EvalPoint:
     """One held-out evaluation of a run: the unit of L(N, D) data."""
@@ -82,6 +93,8 @@ class EvalPoint:
     lr: float = math.nan
     val_bpb: float = math.nan
     """The validation loss in bits per byte of the evaluated text (`bits_per_byte`)."""
+    val_loss_se: float = math.nan
+    """Standard error of val_loss over its held-out windows (`loss_standard_error`)."""
 
 
 CELL_KEYS = tuple(f.name for f in fields(Cell))
@@ -161,6 +174,9 @@ class RunRecord:
     """Nats per token on the fixed held-out windows."""
     final_val_bpb: Optional[float] = None
     """The same loss in bits per byte of the held-out text (`bits_per_byte`)."""
+    final_val_loss_se: Optional[float] = None
+    """Standard error of final_val_loss over its held-out windows (`loss_standard_error`): the
+    evaluation's own noise, to set beside the seed-to-seed spread."""
     val_bytes_per_token: Optional[float] = None
     """UTF-8 bytes of text per target token of the held-out windows (what bpb divides by)."""
     wall_s: Optional[float] = None

@@ -9,7 +9,9 @@ rule `backtest` (leave the top budget out, rolling origin):
      IsoFLOP minimum (its parabola vertex N*, L*; the lowest final loss where no vertex lies inside the
      sampled sizes), as Marin's Delphi and the GPT-4 report checked a law on a budget it never saw.
      With more budgets every budget k >= 3 is also such a fold (fit on the budgets below k, predict
-     k's minimum); those lower folds size the interval (step 3), the top one chooses (on synthetic
+     k's minimum), up to MAX_FOLDS folds from the top (a table of 60 budgets, e.g. Chinchilla's, would
+     otherwise refit approach 3's 4,500-start grid 59 times; the folds nearest the top are the ones
+     whose extrapolation resembles the forecast's); those lower folds size the interval (step 3), the top one chooses (on synthetic
      laws with 1-2% noise per cell, choosing by the RMS over all folds or over the top two was no
      better: a fold fitted on two budgets is a poorer judge of the fit on all of them);
   2. L comes from the approach with the smallest |loss error| on the top budget and N_opt from the one
@@ -45,6 +47,8 @@ PRIMARY = "primary"
 """The name the primary forecast goes by beside approach1..3 (predictions.json, validation.json)."""
 PREFERENCE = ("approach3", "approach2", "approach1")
 """Fallback order: approach 3 predicts L at the trained (N, D), the frontier laws only L_opt(C)."""
+MAX_FOLDS = 3
+"""Backtest folds at most: the top budget and the two below it as targets."""
 TIE_LOSS = 0.0025
 """Backtest loss errors within 0.25% (or the noise, if larger) of the best are tied."""
 TIE_LOG_N = math.log(1.1)
@@ -150,7 +154,8 @@ def _labels_by_flops(final: pd.DataFrame, groups: np.ndarray) -> list:
 
 def backtest(points: pd.DataFrame, final: pd.DataFrame, groups: np.ndarray, cfg,
              isoflop_groups: Sequence = ()) -> Backtest:
-    """Refit each approach on the budgets below each budget k >= 3 and predict k's minimum (module
+    """Refit each approach on the budgets below each budget k >= 3 (the top MAX_FOLDS of them) and
+    predict k's minimum (module
     docstring). `points`: every evaluation (approach 1), `final`: each run's final point with its group
     in `groups`, `cfg`: the FitConfig of the full fit, `isoflop_groups`: the full fit's parabolas."""
     labels = _labels_by_flops(final, groups)
@@ -158,7 +163,7 @@ def backtest(points: pd.DataFrame, final: pd.DataFrame, groups: np.ndarray, cfg,
         why = f"{len(labels)} budget(s): without the top one fewer than 2 are left to fit a law on"
         return Backtest((), {a: why for a in PREFERENCE})
     folds, skipped = [], {}
-    for k in range(2, len(labels)):
+    for k in range(max(2, len(labels) - MAX_FOLDS), len(labels)):
         target = budget_minimum(final, groups, labels[k], isoflop_groups)
         fold, skipped = _fold(points, final, np.asarray(groups), labels[:k], target, cfg)
         folds.append(fold)

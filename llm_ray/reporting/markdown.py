@@ -25,7 +25,7 @@ between the answer and the cells."""
 
 def render_report(fit: FitRecord, table: pd.DataFrame, plan: PlanRecord, sections: tuple = ()) -> str:
     lines = [f"# Scaling-law report: sweep `{plan.name}`", ""]
-    lines += answer_section(fit) + [s.rstrip() + "\n" for s in sections]
+    lines += answer_section(fit, evaluation_noise_lines(fit, table)) + [s.rstrip() + "\n" for s in sections]
     lines += cells_section(table, plan) + plots_section(fit)
     return "\n".join(lines) + "\n"
 
@@ -49,7 +49,7 @@ def refresh_report(sweep_dir: str) -> str:
     return text
 
 
-def answer_section(fit: FitRecord) -> list[str]:
+def answer_section(fit: FitRecord, noise_lines: tuple = ()) -> list[str]:
     if fit.error:
         return [f"**No fit was possible:** {fit.error}", ""]
     lines = ["## The answer", "",
@@ -67,7 +67,7 @@ def answer_section(fit: FitRecord) -> list[str]:
         lines += ["", "IsoFLOP minima (approach 2):"]
         lines += [f"- C = {g.flops:.3g} FLOPs: {minimum_words(g)}" if g.flops is not None
                   else f"- C = {g.label}: {minimum_words(g)}" for g in a2.budgets]
-    lines += disagreement_lines(fit)
+    lines += disagreement_lines(fit) + list(noise_lines)
     lines += [f"- warning: {w}" for w in fit.warnings]
     return lines + [""]
 
@@ -106,6 +106,25 @@ def forecast_table(fit: FitRecord) -> list[str]:
                          f"{with_interval(f.d_opt, f.ci.get('d_opt'))} | {with_interval(f.loss, f.ci.get('loss'))} |")
     lines += [""] + primary_lines(fit)
     return lines + [""]
+
+
+def evaluation_noise_lines(fit: FitRecord, table: pd.DataFrame) -> list[str]:
+    """How noisy the measurement of one final loss is, beside how noisy training it is: the median
+    standard error over the held-out windows (`loss_se`) against the seed-to-seed sd."""
+    if "loss_se" not in table.columns or fit.error:
+        return []
+    final = table[table["final"].astype(bool)] if "final" in table.columns else table
+    se = pd.to_numeric(final["loss_se"], errors="coerce").dropna()
+    if se.empty:
+        return []
+    sd = fit.primary[0].noise_sd if fit.primary else None
+    versus = ""
+    if sd:
+        verdict = ("the held-out windows measure a run more finely than seeds move it" if se.median() < sd / 2
+                   else "evaluate on more tokens (trainer.eval_tokens) to measure below the seed noise")
+        versus = f", {se.median() / sd:.2f}x the seed-to-seed sd ({sd:.4f}): {verdict}"
+    return [f"- Evaluation noise: a final loss's standard error over its held-out windows is {se.median():.4f} "
+            f"nats (median over {len(se)} runs; windows of one text are not independent, so a lower bound){versus}."]
 
 
 def primary_source(p: PrimaryForecast) -> str:

@@ -2,7 +2,8 @@
 
 One row per evaluation point per cell, with the columns the fitter reads (`params`, `tokens`,
 `flops`, `loss`, `budget`, `run_id`, `step`, `status`) plus what a person wants beside them.
-`loss` is the held-out validation loss in nats per token, `bpb` the same loss in bits per byte of the
+`loss` is the held-out validation loss in nats per token (`loss_se` its standard error over the
+held-out windows), `bpb` the same loss in bits per byte of the
 held-out text (comparable across tokenizers and corpora); `flops` is the exact ledger's count at
 that point.
 """
@@ -20,7 +21,7 @@ from llm_ray.io.sweepdir import ROLES, SweepDir, fitted_rows, read_record_if_any
 COLUMNS = [
     "cell_id", "run_id", "budget", "n_layer", "d_model", "n_head", "d_ff", "params",
     "params_non_embedding", "step", "tokens", "flops", "flops_kaplan", "flops_deepseek",
-    "train_loss", "val_loss", "loss", "bpb", "lr", "final", "status", "reason", "wall_s", "tokens_per_s",
+    "train_loss", "val_loss", "loss", "loss_se", "bpb", "lr", "final", "status", "reason", "wall_s", "tokens_per_s",
     "mfu", "epochs", "n_spikes", "role",
 ]
 
@@ -55,7 +56,7 @@ def cell_rows(cell_id: str, cell, rec: RunRecord) -> list[dict]:
     last = evals[-1].step
     return [{**base, "step": p.step, "tokens": p.tokens, "flops": p.flops_exact, "flops_kaplan": p.flops_kaplan,
              "flops_deepseek": p.flops_deepseek, "train_loss": p.train_loss, "val_loss": p.val_loss,
-             "loss": p.val_loss, "bpb": p.val_bpb, "lr": p.lr, "final": p.step == last} for p in evals]
+             "loss": p.val_loss, "loss_se": p.val_loss_se, "bpb": p.val_bpb, "lr": p.lr, "final": p.step == last} for p in evals]
 
 
 def write_results(df: pd.DataFrame, sweep_dir: str) -> None:

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from llm_ray.core import flops as ledger
 from llm_ray.core.config import batch_geometry, total_steps
 from llm_ray.core.divergence import LossWatch, patience_steps
-from llm_ray.core.records import RunRecord, bits_per_byte
+from llm_ray.core.records import RunRecord, bits_per_byte, loss_standard_error
 from llm_ray.io import storage
 
 
@@ -103,7 +103,7 @@ class WorkerRun:
         self.t_first_step = self.t_last_step = None
         self.train_time = sum(r.get("step_time_s", 0.0) for r in self.history)
         self.window_t, self.window_tokens = time.perf_counter(), 0
-        self.val_loss = None
+        self.val_loss = self.val_loss_se = None
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class WorkerRun:
     def evaluate_untrained(self) -> None:
         if self.start_step == 0:
             self.val_loss = self.evaluate()
-            self.history.append({**self.base_row(0), "val_loss": self.val_loss,
+            self.history.append({**self.base_row(0), "val_loss": self.val_loss, "val_loss_se": self.val_loss_se,
                                  "val_bpb": bits_per_byte(self.val_loss, self.bytes_per_token)})
 
     def inject_failure(self, step: int) -> None:
@@ -236,8 +236,11 @@ class WorkerRun:
         is_eval = self.is_eval(row)
         is_log = row["step"] % self.t.log_every == 0 or is_eval
         if is_eval:
-            self.val_loss = self.evaluate() if self.status == "ok" else float("nan")
-            row["val_loss"] = self.val_loss
+            if self.status == "ok":
+                self.val_loss = self.evaluate()
+            else:
+                self.val_loss = self.val_loss_se = float("nan")
+            row["val_loss"], row["val_loss_se"] = self.val_loss, self.val_loss_se
             row["val_bpb"] = bits_per_byte(self.val_loss, self.bytes_per_token)
         if is_log:
             tok_s = self.window_tokens / (time.perf_counter() - self.window_t)
@@ -264,14 +267,24 @@ class WorkerRun:
     @torch.no_grad()
     def evaluate(self) -> float:
         """Mean loss over the fixed held-out windows (each rank a slice; all ranks run the same
-        number of forward passes, which ZeRO-3's parameter gathers require)."""
+        number of forward passes, which ZeRO-3's parameter gathers require). Sets self.val_loss_se,
+        its standard error over the windows, from each window's own cross-entropy."""
+        import torch.nn.functional as F
+
         self.engine.eval()
-        total, mb = 0.0, self.t.micro_batch_size
-        for i in range(0, self.per_rank, mb):
-            _, loss = self.engine(self._to_device(self.vx[i:i + mb]), self._to_device(self.vy[i:i + mb]))
-            total += loss.item() * len(self.vx[i:i + mb])
+        # loss x windows (the model's own loss), windows, and each window's cross-entropy summed and squared
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        for i in range(0, self.per_rank, self.t.micro_batch_size):
+            y = self._to_device(self.vy[i:i + self.t.micro_batch_size])
+            logits, loss = self.engine(self._to_device(self.vx[i:i + self.t.micro_batch_size]), y)
+            per_window = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").mean(dim=1).double()
+            sums += torch.stack([loss.detach().double() * len(y), torch.ones((), dtype=torch.float64,
+                                 device=self.device) * len(y), per_window.sum(), per_window.square().sum()])
         self.engine.train()
-        return self._all_mean(total / self.per_rank)
+        dist.all_reduce(sums)
+        total_loss, n, total, total_sq = sums.tolist()
+        self.val_loss_se = loss_standard_error(n, total, total_sq)
+        return total_loss / n
 
     def report(self, row: dict) -> None:
         """Metrics to Ray on evaluation steps; with a checkpoint every trainer.checkpoint_every steps
@@ -367,6 +380,7 @@ class WorkerRun:
             **{f"flops_{k}": v * tokens for k, v in self.per_token._asdict().items()},
             final_train_loss=final.get("train_loss"), final_val_loss=evals[-1] if evals else None,
             final_val_bpb=bits_per_byte(evals[-1], self.bytes_per_token) if evals else None,
+            final_val_loss_se=self.val_loss_se if evals else None,
             val_bytes_per_token=self.bytes_per_token,
             wall_s=time.time() - self.t_start,
             startup_s=(self.t_first_step - self.t_start) if self.t_first_step else None,
