@@ -23,13 +23,13 @@ import pytest
 from conftest import ACCESS_KEY_ID, BUCKET, FAKE_SECRETS, grep_tree, processes_using, s3fs_fresh
 
 SECRETS = [FAKE_SECRETS["AWS_SECRET_ACCESS_KEY"], FAKE_SECRETS["WANDB_API_KEY"], ACCESS_KEY_ID]
-# The smoke preset cut to one budget and two sizes (33k and 87k parameters, 109 and 39 steps), one
+# The smoke preset cut to one budget and two sizes (46k and 87k parameters, 42 and 23 steps), one
 # cell at a time, so the kill lands after the first; cells on Ray Train workers (not in-process), so
-# their checkpoints every 50 steps go to S3 through Ray's pyarrow filesystem.
-SWEEP = ["sweep=smoke", "sweep.budgets=[5e10]", "sweep.sizes=[3.5e4,9e4]",
+# their checkpoints every 20 steps go to S3 through Ray's pyarrow filesystem.
+SWEEP = ["sweep=smoke", "sweep.budgets=[3e10]", "sweep.sizes=[3.5e4,9e4]",
          "sweep.max_concurrent_trials=1", "sweep.train_in_process=false", "fit.n_bootstrap=20",
          "data.max_bytes=2000000", "trainer.eval_tokens=16384", "trainer.eval_every=40", "trainer.log_every=40",
-         "trainer.checkpoint_every=50", "wandb.mode=offline"]
+         "trainer.checkpoint_every=20", "wandb.mode=offline"]
 
 
 def objects(prefix: str = BUCKET) -> dict[str, dict]:

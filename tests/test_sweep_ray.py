@@ -105,11 +105,12 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
     sweep_dir = str(tmp_path / "smoke")
     shutil.copytree(out["sweep_dir"], sweep_dir)
     fit_before = open(os.path.join(sweep_dir, "fit.json")).read()
-    checks = run_validation(sweep_dir, [6e11], log=print)  # 4x the smoke sweep's top budget
+    # 2x the smoke sweep's top budget (the default validates at 4x; half the cost checks the same mechanism)
+    checks = run_validation(sweep_dir, [3e11], log=print)
 
     book = json.load(open(os.path.join(sweep_dir, "predictions.json")))
     (reg,) = book["registrations"]
-    assert reg["flops"] == 6e11 and reg["runs"] and "approach3" in reg["runs"][0]["forecasts"]
+    assert reg["flops"] == 3e11 and reg["runs"] and "approach3" in reg["runs"][0]["forecasts"]
     # One primary forecast, registered with the rule that chose it (two budgets: nothing to backtest on).
     assert reg["primary"]["rule"] == "fallback" and reg["primary"]["cell_id"] in {r["cell_id"] for r in reg["runs"]}
     run_ids = {r["cell_id"] for r in reg["runs"]}
@@ -133,7 +134,7 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
 
     before = {c: open(os.path.join(sweep_dir, "validation", "cells", c, "result.json")).read() for c in run_ids}
     book_before = open(os.path.join(sweep_dir, "predictions.json")).read()
-    again = run_validation(sweep_dir, [6e11], log=print)
+    again = run_validation(sweep_dir, [3e11], log=print)
     assert [c.measured for c in again] == [c.measured for c in checks]
     for c, text in before.items():  # finished held-out runs are kept, never retrained
         assert open(os.path.join(sweep_dir, "validation", "cells", c, "result.json")).read() == text
@@ -164,12 +165,12 @@ def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tm
 
     from llm_ray.sweep import run_sweep
 
-    # Resume with one more budget: the finished cells are kept, the rest and the new budget's train.
+    # Resume with one more (small) budget: the finished cells are kept, the rest and the new budget's train.
     out = run_sweep(*compose_sweep(*SMOKE, f"trainer.storage_path={tmp_path}", "wandb.mode=disabled",
-                                   "sweep.budgets=[5e10,1.5e11,8e10]"))
+                                   "sweep.budgets=[5e10,1.5e11,3e10]"))
     assert set(out["trained"]).isdisjoint(finished)
     assert len(out["trained"]) + len(finished) == len(out["plan"].cells)
-    assert any(c.startswith("C8e10") for c in out["trained"])
+    assert any(c.startswith("C3e10") for c in out["trained"])
     for c, text in before.items():
         assert open(os.path.join(cells_dir, c, "result.json")).read() == text  # never trained twice
     df = pd.read_parquet(os.path.join(tmp_path, "smoke", "results.parquet"))
