@@ -30,9 +30,10 @@ class SweepConfig:
 
     name: str = "isoflop"
     """Sweep name: W&B group, directory name under sweep.storage_path."""
-    budgets: list = field(default_factory=lambda: [2.0e11, 5.0e11, 1.2e12])
-    """Compute budgets C in FLOPs (exact ledger)."""
-    sizes: list = field(default_factory=lambda: [6.9e3, 1.7e4, 3.0e4, 4.6e4, 6.5e4, 8.7e4, 1.4e5])
+    budgets: list = field(default_factory=lambda: [1.0e11, 2.5e11, 6.3e11])
+    """Compute budgets C in FLOPs (exact ledger). The default: 0.8 decades sized so that `make demo`
+    (set-up, 14 cells, their seed replicates and two held-out runs at 4x) fits in 15 minutes on 2 cores."""
+    sizes: list = field(default_factory=lambda: [6.9e3, 1.7e4, 3.0e4, 6.5e4, 1.4e5])
     """Target total parameter counts N of the ladder (the `aspect` shape rule picks shapes near
     them); the default ladder brackets the compute-optimal size of each default budget."""
     shapes: Optional[list] = None
