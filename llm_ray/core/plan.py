@@ -30,9 +30,11 @@ class SweepConfig:
 
     name: str = "isoflop"
     """Sweep name: W&B group, directory name under sweep.storage_path."""
-    budgets: list = field(default_factory=lambda: [1.0e11, 2.5e11, 6.3e11])
-    """Compute budgets C in FLOPs (exact ledger). The default: 0.8 decades sized so that `make demo`
-    (set-up, 14 cells, their seed replicates and two held-out runs at 4x) fits in 15 minutes on 2 cores."""
+    budgets: list = field(default_factory=lambda: [1.6e11, 3.2e11, 6.3e11])
+    """Compute budgets C in FLOPs (exact ledger). The default: sized so that `make demo` (set-up, 14 cells,
+    their seed replicates and held-out runs at 4x) fits in 15 minutes on 2 cores, with every budget's
+    IsoFLOP minimum inside the ladder (at 1e11 it fell below the smallest rung, 6.9k, whose parameters
+    are mostly the 512-token embedding: the ladder cannot go lower at this vocabulary)."""
     sizes: list = field(default_factory=lambda: [6.9e3, 1.7e4, 3.0e4, 6.5e4, 1.4e5])
     """Target total parameter counts N of the ladder (the `aspect` shape rule picks shapes near
     them); the default ladder brackets the compute-optimal size of each default budget."""
