@@ -35,7 +35,7 @@ def step_ms(d_model: int, option: str, steps: int) -> tuple[float, float]:
     def step() -> None:
         for _ in range(4):  # 4 micro-batches of 16 x 128 = 8,192 tokens
             idx = torch.from_numpy(rng.integers(0, 512, size=(16, 129)))
-            _, loss = forward(idx[:, :-1], idx[:, 1:])
+            _, loss = forward(idx[:, :-1].contiguous(), idx[:, 1:].contiguous())
             (loss / 4).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
