@@ -90,6 +90,16 @@ def test_every_format_yields_the_same_documents(tmp_path):
     assert any("jsonl, jsonl.gzip, jsonl.zstd, parquet, text" in m for m in logs), logs
 
 
+def test_local_file_names_with_double_colons_are_read_as_files(tmp_path):
+    # Debian's Perl man pages are named like Algorithm::Diff.3pm; fsspec reads `::` as a URL chain.
+    d = tmp_path / "man"
+    d.mkdir()
+    for i, t in enumerate(DOCS):
+        (d / f"Text::Module{i}.3pm.txt").write_text(t, encoding="utf-8")
+    data, _ = prepare(cfg_for(d / "*.txt"), tmp_path / "cache")
+    assert all_docs(data) == sorted(DOCS)
+
+
 def test_text_field_names_the_field_or_column(tmp_path):
     (tmp_path / "a.jsonl").write_bytes(jsonl({"content": t, "text": 1} for t in DOCS[:10]))
     pq.write_table(pa.table({"content": DOCS[10:20]}), tmp_path / "b.parquet")

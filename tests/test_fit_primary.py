@@ -40,15 +40,18 @@ def test_loss_and_n_come_from_the_approaches_that_predicted_the_top_budget_best(
     assert "+0.40%" in c.why and "approach 2 -3.00%" in c.why
 
 
-def test_a_tie_within_the_noise_goes_to_agreement_then_to_the_narrower_interval():
+def test_a_tie_within_the_noise_goes_to_the_fixed_order_two_three_one_not_to_agreement():
+    # approach 1's interval overlaps both others' (it "agrees" most) and is the narrowest: neither matters.
     cands = {"approach2": cand("approach2", 3.0, 2.95, 3.05), "approach3": cand("approach3", 3.0, 2.90, 3.10),
-             "approach1": cand("approach1", 2.5, 2.45, 2.55)}
-    errors = bt(approach2=(0.0, 0.010), approach3=(0.0, -0.005), approach1=(0.0, 0.5))
-    assert choose(cands, errors).loss_from == "approach3"  # 0.5% beats 1.0%: farther apart than 0.25%
-    # The noise (sd 0.02 nats of 3.09 = 0.65%) ties them; both overlap one other interval: narrower wins.
-    assert choose(cands, errors, noise_sd=0.02).loss_from == "approach2"
-    cands["approach1"] = cand("approach1", 3.07, 3.06, 3.09)  # overlaps approach 3 only: 3 agrees with both
-    assert choose(cands, errors, noise_sd=0.02).loss_from == "approach3"
+             "approach1": cand("approach1", 3.0, 2.99, 3.01)}
+    errors = bt(approach2=(0.10, 0.010), approach3=(0.5, -0.009), approach1=(0.12, 0.004))
+    c = choose(cands, errors)
+    assert (c.loss_from, c.n_from) == ("approach1", "approach2")  # 0.4% beats 0.9% and 1.0%: farther than 0.25%
+    # The noise (sd 0.02 nats of 3.09 = 0.65%) ties all three losses; N: 10% and 12% tie, 50% does not.
+    c = choose(cands, errors, noise_sd=0.02)
+    assert (c.loss_from, c.n_from) == ("approach2", "approach2") and "ties go to approach 2" in c.why
+    no2 = bt(approach3=(0.5, -0.009), approach1=(0.12, 0.004))
+    assert choose(cands, no2, noise_sd=0.02).loss_from == "approach3"
 
 
 def test_without_a_backtest_the_fixed_preference_decides():

@@ -55,7 +55,7 @@ class SourceFile:
     """One file of the corpus, as listed (nothing read yet)."""
 
     name: str         # stable id: a URL, a local path, or stdlib/<path relative to the stdlib root>
-    url: str          # what fsspec opens
+    url: str          # what open_bytes opens: a local path or an fsspec URL
     size: int         # bytes as stored
     stamp: str        # what changes when the content does (mtime, ETag...)
     format: str       # text | jsonl | parquet
@@ -297,10 +297,16 @@ def file_documents(f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str]
                           f"Fix or remove the file.") from err
 
 
+def open_bytes(url: str):
+    """A source file for binary reading. A local path is opened as it is: fsspec would read the `::`
+    of a name such as `Algorithm::Diff.3pm.txt` (Perl's man pages) as a chain of filesystems."""
+    return fsspec.open(url, "rb") if "://" in url else open(url, "rb")
+
+
 @contextlib.contextmanager
 def _open(f: SourceFile):
     """The file's decompressed bytes as a buffered stream (pyarrow's gzip and zstd codecs)."""
-    with fsspec.open(f.url, "rb") as raw:
+    with open_bytes(f.url) as raw:
         if f.compression is None:
             yield raw
             return
@@ -433,7 +439,7 @@ def _parquet_documents(f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, 
     import pyarrow.parquet as pq
 
     field = opts.text_field
-    with fsspec.open(f.url, "rb") as raw:
+    with open_bytes(f.url) as raw:
         pf = pq.ParquetFile(raw)
         schema = pf.schema_arrow
         if field not in schema.names:

@@ -16,8 +16,13 @@ rule `backtest` (leave the top budget out, rolling origin):
      better: a fold fitted on two budgets is a poorer judge of the fit on all of them);
   2. L comes from the approach with the smallest |loss error| on the top budget and N_opt from the one
      with the smallest |log N error|. Errors closer to the best than the run-to-run noise can tell
-     apart (at least `tie_loss`) are tied; a tie goes to the approach whose interval overlaps most of
-     the others' ("agreement"), then to the narrowest interval ("interval width");
+     apart (at least `tie_loss`) are tied; a tie goes to the first of TIE_ORDER (approach 2, 3, 1:
+     the fewest known biases at sweep scale first, its docstring says why). Version 1 of this rule
+     broke ties by agreement (the interval overlapping most others'), then width; on English
+     documentation that overrode the best backtest score (approach 2: +0.34% loss, -10% N*) for the
+     approach whose interval was widest in reach (approach 1), which missed the held-out run by +4.4%
+     (docs/forecast.md). Agreement rewards a forecast for sitting between the others, not for being
+     right, so it stays a diagnostic (`agrees_with`);
   3. the interval is the chosen approach's bootstrap interval widened in quadrature by its backtest
      errors, each scaled by the extrapolation distance (ln(C / C_top) / ln(C_k / C_below): a systematic
      error grows with how far in log C the law is carried) and combined as their RMS, and by the noise
@@ -47,6 +52,15 @@ PRIMARY = "primary"
 """The name the primary forecast goes by beside approach1..3 (predictions.json, validation.json)."""
 PREFERENCE = ("approach3", "approach2", "approach1")
 """Fallback order: approach 3 predicts L at the trained (N, D), the frontier laws only L_opt(C)."""
+TIE_ORDER = ("approach2", "approach3", "approach1")
+"""Who wins a backtest tie, fixed by each approach's known bias at sweep scale, not by any held-out run:
+approach 2 reads only finished runs' final losses near each budget's minimum and assumes nothing beyond
+local power laws; approach 3 reads every final loss but assumes the additive form, whose floor E one
+decade of C cannot separate from the N and D terms (Besiroglu et al. 2024, "Chinchilla Scaling: A
+replication attempt", Sec. 3: its fitted parameters move with the fitting choices; docs/experiments.md:
++2-8% at 4x on every corpus here); approach 1 reads checkpoints in the middle of cosine runs, where the
+learning rate has not yet decayed, so its envelope lies above what runs of those lengths reach
+(Hoffmann et al. 2022, App. B and Fig. A1: a cosine cycle longer than the run costs loss)."""
 MAX_FOLDS = 3
 """Backtest folds at most: the top budget and the two below it as targets."""
 TIE_LOSS = 0.0025
@@ -219,8 +233,8 @@ def choose(candidates: Mapping[str, Candidate], bt: Backtest, *, noise_sd: Optio
         return Choice("fallback", pick, pick, why, _agreeing(candidates, pick))
     if noise_sd and bt.target is not None:
         tie_loss = max(tie_loss, noise_sd / bt.target.loss)
-    loss_from, loss_tied = _best(usable, candidates, lambda a: abs(usable[a].loss_error), tie_loss, "loss_ci")
-    n_from, n_tied = _best(usable, candidates, lambda a: abs(usable[a].n_error), tie_log_n, "n_ci")
+    loss_from, loss_tied = _best(usable, lambda a: abs(usable[a].loss_error), tie_loss)
+    n_from, n_tied = _best(usable, lambda a: abs(usable[a].n_error), tie_log_n)
     le, ne = usable[loss_from], usable[n_from]
     why = (f"fitted without the top budget (C = {bt.target.flops:.3g}), approach {loss_from[-1]} predicted its "
            f"minimum loss {_how(loss_tied)} ({100 * le.loss_error:+.2f}%; " + _others(usable, loss_from, "loss")
@@ -229,24 +243,16 @@ def choose(candidates: Mapping[str, Candidate], bt: Backtest, *, noise_sd: Optio
     return Choice("backtest", n_from, loss_from, why, _agreeing(candidates, loss_from))
 
 
-def _best(usable: Mapping[str, BacktestError], candidates: Mapping[str, Candidate], err, tie: float,
-          ci_field: str) -> tuple[str, bool]:
-    """The approach with the smallest backtest score `err(approach)`, ties (within `tie`) going to the one whose
-    interval overlaps most others', then the narrowest; and whether there was a tie."""
+def _best(usable: Mapping[str, BacktestError], err, tie: float) -> tuple[str, bool]:
+    """The approach with the smallest backtest score `err(approach)`, ties (within `tie`) going to the first
+    of TIE_ORDER; and whether there was a tie."""
     best = min(err(a) for a in usable)
-    tied = [a for a in PREFERENCE if a in usable and err(a) <= best + tie]
-    pick = min(tied, key=lambda a: (-len(_agreeing(candidates, a, ci_field)),
-                                    _width(getattr(candidates[a], ci_field)), PREFERENCE.index(a)))
-    return pick, len(tied) > 1
+    tied = [a for a in TIE_ORDER if a in usable and err(a) <= best + tie]
+    return tied[0], len(tied) > 1
 
 
 def _how(tied: bool) -> str:
-    return ("as well as another within the tie margin (the tie went to agreement, then the narrower interval)"
-            if tied else "best")
-
-
-def _width(ci: Optional[tuple]) -> float:
-    return math.inf if ci is None else math.log(ci[1] / ci[0])
+    return "as well as another within the tie margin (ties go to approach 2, then 3, then 1)" if tied else "best"
 
 
 def _agreeing(candidates: Mapping[str, Candidate], name: str, ci_field: str = "loss_ci") -> tuple:

@@ -73,7 +73,7 @@ class WorkerRun:
         torch.manual_seed(self.t.seed)  # identical initial weights on every rank
         model = build_model(self.m)
         self.n_params = sum(p.numel() for p in model.parameters())
-        self.engine, self.scheduler = ds.build_engine(model, job.deepspeed, self.t, self.m, self.res.use_gpu)
+        self.engine, self.scheduler = ds.build_engine(model, job.deepspeed, self.t, self.m)
         # Under ZeRO-3 each rank holds only its shard (ds_tensor) of every parameter.
         self.local_numel = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
                                for p in self.engine.module.parameters())
