@@ -542,6 +542,9 @@ class PlanRecord:
     replicates: Mapping[str, Cell] = field(default_factory=dict)
     """sweep.replicate_minima: cell_id -> each budget's minimum trained again with another seed (fitted
     like the cells; their spread is the run-to-run noise)."""
+    val_lines_in_train: Optional[float] = None
+    """Share of the validation split's long lines that the training split also holds
+    (llm_ray.data.overlap; None: a dry run, or a corpus prepared before it was measured)."""
 
     @property
     def name(self) -> str:
@@ -552,7 +555,7 @@ class PlanRecord:
         out = {"sweep": asdict(self.sweep), "train_tokens": self.train_tokens,
                "cells": {cid: {**asdict(c), "name": c.name} for cid, c in self.cells.items()},
                "dropped": [asdict(d) for d in self.dropped], "table": self.table,
-               "flops_to_spend": dict(self.flops_to_spend)}
+               "flops_to_spend": dict(self.flops_to_spend), "val_lines_in_train": self.val_lines_in_train}
         if self.trunks is not None:
             out["trunks"] = [dict(t) for t in self.trunks]
         if self.replicates:
@@ -566,7 +569,8 @@ class PlanRecord:
                    dropped=tuple(Dropped(**_known(Dropped, x)) for x in d.get("dropped") or ()),
                    table=d.get("table", ""), flops_to_spend=dict(d.get("flops_to_spend") or {}),
                    trunks=tuple(d["trunks"]) if d.get("trunks") is not None else None,
-                   replicates={cid: _cell(c) for cid, c in (d.get("replicates") or {}).items()})
+                   replicates={cid: _cell(c) for cid, c in (d.get("replicates") or {}).items()},
+                   val_lines_in_train=d.get("val_lines_in_train"))
 
 
 # --------------------------------------------------------------------------------------------

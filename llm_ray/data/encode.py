@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from llm_ray.data.overlap import line_hashes, to_npy
 from llm_ray.data.sources import Piece, ReadOptions, piece_documents, split_u
 from llm_ray.io import storage
 
@@ -36,6 +37,11 @@ def marker_path(piece: int) -> str:
 
 def shard_path(split: str, piece: int, k: int) -> str:
     return f"{split}/{piece:06d}-{k:04d}.bin"
+
+
+def lines_path(split: str, piece: int) -> str:
+    """The piece's sampled line hashes of one split (llm_ray.data.overlap), a .npy of uint64."""
+    return f"lines/{piece:06d}-{split}.npy"
 
 
 def utf8_len(text: str) -> int:
@@ -119,8 +125,10 @@ def encode_piece(piece: Piece, opts: ReadOptions, tokenizer_json: str, root: str
     batch: dict[str, list[str]] = {s: [] for s in SPLITS}
     batch_bytes = dict.fromkeys(SPLITS, 0)
     docs, text_bytes = dict.fromkeys(SPLITS, 0), dict.fromkeys(SPLITS, 0)
+    hashes: dict[str, list[int]] = {s: [] for s in SPLITS}
     for doc_id, text in piece_documents(piece, opts):
         split = "val" if opts.is_val(doc_id) else "train"
+        hashes[split] += line_hashes(text)
         size = utf8_len(text)
         batch[split].append(text)
         docs[split] += 1
@@ -134,8 +142,10 @@ def encode_piece(piece: Piece, opts: ReadOptions, tokenizer_json: str, root: str
         if batch[s]:
             writers[s].add(encode_texts(tok, batch[s], eot, dtype))
         shards = writers[s].close()
+        storage.write_bytes_atomic(storage.join(root, lines_path(s, piece.index)), to_npy(hashes[s]))
         splits[s] = {"docs": docs[s], "text_bytes": text_bytes[s],
-                     "tokens": sum(x["tokens"] for x in shards), "shards": shards}
+                     "tokens": sum(x["tokens"] for x in shards), "shards": shards,
+                     "lines": lines_path(s, piece.index)}
     record = {"piece": piece.index, "files": len(piece.files), "first": piece.files[0].name,
               "stored_bytes": piece.stored_bytes, "splits": splits,
               "seconds": round(time.perf_counter() - t0, 3)}

@@ -37,6 +37,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from llm_ray.core.secrets import redact_text, secret_values
 from llm_ray.data.encode import EOT, SPLITS, encode_piece, marker_path, sample_piece, utf8_len
+from llm_ray.data.overlap import MIN_CHARS, SAMPLE, from_npy, lines_in_train, overlap_words
 from llm_ray.data.pipeline import run_pieces
 from llm_ray.data.sources import (CorpusError, Piece, ReadOptions, SourceFile, cut_large_files, list_sources,
                                   patterns, plan_pieces, select, split_overrides)
@@ -65,13 +66,16 @@ class PreparedData:
     n_val_tokens: int
     n_train_docs: int
     n_val_docs: int
+    val_lines_in_train: Optional[float] = None
+    """Share of the validation split's long lines the training split also holds (llm_ray.data.overlap);
+    None for an entry prepared before it was measured."""
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreparedData":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass
@@ -228,7 +232,8 @@ def _from_manifest(entry: _Entry, m: dict) -> PreparedData:
         root=entry.root, key=entry.key, tokenizer_path=entry.url("tokenizer.json"),
         manifest_path=entry.url("manifest.json"), dtype=m["dtype"], vocab_size=m["vocab_size"],
         n_train_tokens=m["splits"]["train"]["tokens"], n_val_tokens=m["splits"]["val"]["tokens"],
-        n_train_docs=m["splits"]["train"]["docs"], n_val_docs=m["splits"]["val"]["docs"])
+        n_train_docs=m["splits"]["train"]["docs"], n_val_docs=m["splits"]["val"]["docs"],
+        val_lines_in_train=(m.get("val_overlap") or {}).get("lines_in_train"))
 
 
 def _shards_intact(listing: dict[str, int], splits: dict, itemsize: int) -> bool:
@@ -369,6 +374,21 @@ def _manifest(cfg, entry: _Entry, tok: Tokenizer, dtype: str, records: list[dict
     }
 
 
+def _val_overlap(entry: _Entry, records: list[dict]) -> dict:
+    """The manifest's `val_overlap` (llm_ray.data.overlap) from every piece's sampled line hashes; {}
+    when a piece was encoded before they were written (a resumed older entry)."""
+    if any("lines" not in r["splits"][s] for r in records for s in SPLITS):
+        return {}
+
+    def hashes(split: str):
+        for r in records:
+            fs, path = storage.fs_and_path(entry.url(r["splits"][split]["lines"]))
+            yield from_npy(fs.cat_file(path))
+
+    share, counted = lines_in_train(hashes("train"), hashes("val"))
+    return {"lines_in_train": share, "val_lines_counted": counted, "min_chars": MIN_CHARS, "sample": SAMPLE}
+
+
 def _runner(use_ray: bool, start_ray):
     return lambda fn, kwargs, pieces: run_pieces(fn, pieces, kwargs, use_ray=use_ray, start_ray=start_ray)
 
@@ -441,9 +461,10 @@ def _build(cfg, entry: _Entry, pieces: list[Piece], files: list[SourceFile], dty
     records = _encode_all(entry, pieces, earlier.done, kwargs, run, log)
     info.update(encode_s=round(time.perf_counter() - t1, 2), total_s=round(time.perf_counter() - t0, 2),
                 nodes=sorted({r.get("node") for r in records if r.get("node")}))
-    manifest = _manifest(cfg, entry, tok, dtype, records, files, info)
+    manifest = {**_manifest(cfg, entry, tok, dtype, records, files, info), "val_overlap": _val_overlap(entry, records)}
     storage.write_json(entry.url("manifest.json"), manifest)
     data = _from_manifest(entry, manifest)
     log(f"data: wrote {entry.root} in {time.perf_counter() - t0:.1f} s: {data.n_train_tokens:,} train / "
         f"{data.n_val_tokens:,} val tokens ({dtype}, {data.n_train_docs + data.n_val_docs:,} documents)")
+    log(f"data: {overlap_words(data.val_lines_in_train)}")
     return data

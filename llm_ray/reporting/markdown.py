@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from llm_ray.core.records import ApproachResult, FitRecord, IsoFlopMinimum, PlanRecord, PrimaryForecast
+from llm_ray.data.overlap import overlap_warning, overlap_words
 from llm_ray.fitting.primary import noise_allows
 from llm_ray.fitting.validation import disagreements
 from llm_ray.reporting.plots import final_ok
@@ -25,7 +26,8 @@ between the answer and the cells."""
 
 def render_report(fit: FitRecord, table: pd.DataFrame, plan: PlanRecord, sections: tuple = ()) -> str:
     lines = [f"# Scaling-law report: sweep `{plan.name}`", ""]
-    lines += answer_section(fit, evaluation_noise_lines(fit, table)) + [s.rstrip() + "\n" for s in sections]
+    lines += answer_section(fit, evaluation_noise_lines(fit, table) + overlap_lines(plan))
+    lines += [s.rstrip() + "\n" for s in sections]
     lines += cells_section(table, plan) + plots_section(fit)
     return "\n".join(lines) + "\n"
 
@@ -125,6 +127,16 @@ def evaluation_noise_lines(fit: FitRecord, table: pd.DataFrame) -> list[str]:
         versus = f", {se.median() / sd:.2f}x the seed-to-seed sd ({sd:.4f}): {verdict}"
     return [f"- Evaluation noise: a final loss's standard error over its held-out windows is {se.median():.4f} "
             f"nats (median over {len(se)} runs; windows of one text are not independent, so a lower bound){versus}."]
+
+
+def overlap_lines(plan: PlanRecord) -> list[str]:
+    """How much validation text the training split already holds (llm_ray.data.overlap), with a warning
+    where that is enough to bend the forecasts."""
+    if plan.val_lines_in_train is None:
+        return []
+    warning = overlap_warning(plan.val_lines_in_train)
+    return [f"- Validation text already in training: {overlap_words(plan.val_lines_in_train)}."
+            + (f" **Warning:** {warning}" if warning else "")]
 
 
 def primary_source(p: PrimaryForecast) -> str:

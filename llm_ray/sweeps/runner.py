@@ -89,6 +89,7 @@ def plan_sweep(base: TrainJobConfig, sweep: SweepConfig, data: Optional[Prepared
         trunks = tuple({"name": t.name, "steps": t.steps, "points": list(t.points),
                         "cells": [c.name for c in t.cells]} for t in plan_trunks(cells, fraction))
     record = PlanRecord(sweep=sweep, train_tokens=ctx.train_tokens, cells={p.cell_id: p.cell for p in planned},
+                        val_lines_in_train=data.val_lines_in_train if data else None,
                         dropped=tuple(dropped), trunks=trunks,
                         table=format_plan(cells, dropped, sweep.est_flops_per_s) + "\n"
                         + format_spent(spent, sweep.schedule, fraction),
