@@ -55,13 +55,14 @@ def entry_bytes(data) -> dict:
     return {s: np.asarray(load_split(data, s)).tobytes() for s in ("train", "val")}
 
 
-def test_ray_data_tasks_write_the_entry_the_driver_would(ray_cluster, tmp_path):
+@pytest.mark.parametrize("dedup_lines", [False, True])
+def test_ray_data_tasks_write_the_entry_the_driver_would(ray_cluster, tmp_path, dedup_lines):
     from llm_ray.core.config import DataConfig
     from llm_ray.data import prepare_data
 
     write_corpus(lambda name, blob: (tmp_path / name).write_bytes(blob))
     cfg = DataConfig(sources=[str(tmp_path / "part-*")], vocab_size=400, task_bytes=60_000,
-                     shard_tokens=20_000)
+                     shard_tokens=20_000, dedup_lines=dedup_lines)
     ray_logs, local_logs = [], []
     on_ray = prepare_data(DataConfig(**{**cfg.__dict__, "ray_min_bytes": 0}), str(tmp_path / "ray"),
                           log=ray_logs.append)
@@ -74,6 +75,8 @@ def test_ray_data_tasks_write_the_entry_the_driver_would(ray_cluster, tmp_path):
     assert entry_bytes(on_ray) == entry_bytes(local)
     assert open(on_ray.tokenizer_path).read() == open(local.tokenizer_path).read()
     assert m["splits"] == json.loads(open(local.manifest_path).read())["splits"]
+    assert on_ray.val_lines_in_train == local.val_lines_in_train
+    assert any("dedup_lines:" in x for x in ray_logs) == dedup_lines
 
 
 def test_a_bad_file_read_by_a_ray_data_task_is_the_same_clear_error(ray_cluster, tmp_path):

@@ -162,6 +162,11 @@ class DataConfig:
     None: `<trainer.storage_path>/data-cache`."""
     seed: int = 0
     """Seed of the document split."""
+    dedup_lines: bool = False
+    """Keep every line of >= 30 characters only where it first occurs in the corpus (files in sorted
+    order), before the tokenizer and the split see the text: exact line-level deduplication (Lee et al.
+    2022). For corpora of similar documents, whose repeated lines across the train/val split make
+    forecasts over-predict (the report warns from 25% overlap; docs/data.md)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.sources), "data.sources is empty: give file paths/globs/URLs or `stdlib`.")

@@ -113,6 +113,15 @@ def encode_texts(tok, texts: list[str], eot: int, dtype: str) -> np.ndarray:
     return np.array(flat, dtype=np.dtype(dtype))
 
 
+def index_piece_lines(piece: Piece, opts: ReadOptions, root: str) -> dict:
+    """data.dedup_lines' first pass over one piece: every long line's hash (llm_ray.data.overlap), in
+    order, written to `dedup/<piece>-all.npy`; the driver then finds which occurred in earlier pieces."""
+    hashes = [h for _, text in piece_documents(piece, opts) for h in line_hashes(text, sample=1)]
+    path = f"dedup/{piece.index:06d}-all.npy"
+    storage.write_bytes_atomic(storage.join(root, path), to_npy(hashes))
+    return {"piece": piece.index, "path": path, "lines": len(hashes)}
+
+
 def encode_piece(piece: Piece, opts: ReadOptions, tokenizer_json: str, root: str, dtype: str,
                  shard_tokens: int) -> dict:
     """Read, split and encode one piece into its shards, then write its marker (returned)."""

@@ -27,17 +27,52 @@ SAMPLE = 8
 """Keep the lines whose hash is 0 mod SAMPLE: 1/8 of the memory and disk of every line's hash."""
 
 
-def line_hashes(text: str) -> list[int]:
-    """64-bit hashes of the text's long lines (stripped), those in the kept subset only, in order."""
-    out = []
-    for line in text.splitlines():
-        line = line.strip()
-        if len(line) >= MIN_CHARS:
-            h = int.from_bytes(hashlib.blake2b(line.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                               "little")
-            if h % SAMPLE == 0:
-                out.append(h)
-    return out
+def line_hash(line: str) -> Optional[int]:
+    """The 64-bit hash of a line, stripped; None for a line shorter than MIN_CHARS."""
+    line = line.strip()
+    if len(line) < MIN_CHARS:
+        return None
+    return int.from_bytes(hashlib.blake2b(line.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def line_hashes(text: str, sample: int = SAMPLE) -> list[int]:
+    """Hashes of the text's long lines, those 0 mod `sample` only (1: all of them), in order."""
+    hashes = (line_hash(line) for line in text.splitlines())
+    return [h for h in hashes if h is not None and h % sample == 0]
+
+
+def earlier_path(root: str, piece: int) -> str:
+    """Where data.dedup_lines keeps a piece's `earlier_lines` in a cache entry."""
+    return f"{root.rstrip('/')}/dedup/{piece:06d}.npy"
+
+
+def earlier_lines(per_piece: list[np.ndarray]) -> list[np.ndarray]:
+    """For each piece (in corpus order), the hashes of its lines that an earlier piece also holds: the
+    ones data.dedup_lines drops there, so that every long line is kept where it first occurs."""
+    pieces = [np.unique(np.asarray(h, dtype=np.uint64)) for h in per_piece]
+    if not pieces:
+        return []
+    hashes = np.concatenate(pieces)
+    owner = np.repeat(np.arange(len(pieces)), [len(h) for h in pieces])
+    order = np.lexsort((owner, hashes))  # by hash, then by piece: each hash's first piece comes first
+    h, o = hashes[order], owner[order]
+    later = np.ones(len(h), dtype=bool)
+    later[np.unique(h, return_index=True)[1]] = False
+    return [h[later & (o == k)] for k in range(len(pieces))]
+
+
+def drop_repeated_lines(text: str, seen: set, earlier: set) -> str:
+    """The text without its long lines that occurred before: in an earlier piece (`earlier`) or earlier
+    in this one (`seen`, updated). Short lines are kept: they repeat in any text."""
+    kept = []
+    for line in text.splitlines(keepends=True):
+        h = line_hash(line)
+        if h is not None:
+            if h in earlier or h in seen:
+                continue
+            seen.add(h)
+        kept.append(line)
+    return "".join(kept)
 
 
 def to_npy(hashes: list[int]) -> bytes:
@@ -81,5 +116,5 @@ def overlap_warning(share: Optional[float]) -> Optional[str]:
         return None
     return ("the validation split repeats much of the training text, so a held-out loss partly measures "
             "memorisation, which larger and longer runs do more of: forecasts carried beyond the sweep tend to "
-            "over-predict the loss. Deduplicate repeated lines across documents before sweeping "
-            "(docs/data.md).")
+            "over-predict the loss. Sweep it with data.dedup_lines=true, which keeps each long line where it "
+            "first occurs (docs/data.md).")

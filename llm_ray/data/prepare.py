@@ -36,8 +36,9 @@ from fsspec.implementations.local import LocalFileSystem
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from llm_ray.core.secrets import redact_text, secret_values
-from llm_ray.data.encode import EOT, SPLITS, encode_piece, marker_path, sample_piece, utf8_len
-from llm_ray.data.overlap import MIN_CHARS, SAMPLE, from_npy, lines_in_train, overlap_words
+from llm_ray.data.encode import EOT, SPLITS, encode_piece, index_piece_lines, marker_path, sample_piece, utf8_len
+from llm_ray.data.overlap import (MIN_CHARS, SAMPLE, earlier_lines, earlier_path, from_npy, lines_in_train,
+                                  overlap_words, to_npy)
 from llm_ray.data.pipeline import run_pieces
 from llm_ray.data.sources import (CorpusError, Piece, ReadOptions, SourceFile, cut_large_files, list_sources,
                                   patterns, plan_pieces, select, split_overrides)
@@ -215,6 +216,7 @@ def _cache_key(cfg, files: list[SourceFile], dtype: str, given: Optional[Tokeniz
         "files": [(f.name, f.size, f.stamp, *([f.cut_bytes] if f.cut_bytes else [])) for f in files],
         "dtype": dtype,
         **{k: getattr(cfg, k) for k in _KEY_FIELDS},
+        **({"dedup_lines": True} if cfg.dedup_lines else {}),  # off: the keys entries had before it existed
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -374,6 +376,31 @@ def _manifest(cfg, entry: _Entry, tok: Tokenizer, dtype: str, records: list[dict
     }
 
 
+def _dedup_pass(entry: _Entry, pieces: list[Piece], opts: ReadOptions, run, log, info: dict) -> ReadOptions:
+    """data.dedup_lines: every piece's long-line hashes (a task each), then per piece the ones an earlier
+    piece holds (`dedup/<piece>.npy`, what its readers drop), so each line is kept where it first occurs.
+    Kept from an interrupted attempt when every piece's file is there (they are written before the
+    tokenizer, and the tokenizer was trained on the deduplicated text)."""
+    listing = entry.listing()
+    if all(earlier_path("", p.index).lstrip("/") in listing for p in pieces):
+        return replace(opts, dedup_root=entry.root)
+    t0 = time.perf_counter()
+    records = sorted(run(index_piece_lines, {"opts": opts, "root": entry.root}, pieces), key=lambda r: r["piece"])
+    hashes = []
+    for r in records:
+        fs, path = storage.fs_and_path(entry.url(r["path"]))
+        hashes.append(from_npy(fs.cat_file(path)))
+    for r, drop in zip(records, earlier_lines(hashes)):
+        storage.write_bytes_atomic(earlier_path(entry.root, r["piece"]), to_npy(drop.tolist()))
+    total = sum(len(h) for h in hashes)
+    dropped = total - len(np.unique(np.concatenate(hashes))) if total else 0
+    info["dedup_lines"] = {"long_lines": int(total), "dropped": int(dropped),
+                           "seconds": round(time.perf_counter() - t0, 2)}
+    log(f"data: dedup_lines: {dropped:,} of {total:,} lines of >= {MIN_CHARS} characters repeat an earlier one "
+        f"({100 * dropped / max(total, 1):.1f}%) and are left out")
+    return replace(opts, dedup_root=entry.root)
+
+
 def _val_overlap(entry: _Entry, records: list[dict]) -> dict:
     """The manifest's `val_overlap` (llm_ray.data.overlap) from every piece's sampled line hashes; {}
     when a piece was encoded before they were written (a resumed older entry)."""
@@ -441,6 +468,8 @@ def _build(cfg, entry: _Entry, pieces: list[Piece], files: list[SourceFile], dty
     """Tokenizer (unless an interrupted run left one), the pieces not done yet, then the manifest."""
     opts = replace(ReadOptions.of(cfg), overrides=earlier.overrides)
     tokenizer_json = earlier.tokenizer_json
+    if cfg.dedup_lines:
+        opts = _dedup_pass(entry, pieces, opts, run, log, info)
     if tokenizer_json is None:
         tok, opts, sample = _sample_and_train(cfg, pieces, opts, run, log, given)
         info.update(sample)

@@ -30,6 +30,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from llm_ray.data.corpora import corpus_dir, is_corpus
+from llm_ray.data.overlap import drop_repeated_lines, earlier_path, from_npy
 
 STDLIB = "stdlib"
 TEXT, JSONL, PARQUET = "text", "jsonl", "parquet"
@@ -75,6 +76,9 @@ class ReadOptions:
     val_fraction: float = 0.05
     overrides: tuple = ()
     """(doc id, is_val) pairs that keep a small corpus's splits non-empty (see `split_overrides`)."""
+    dedup_root: Optional[str] = None
+    """data.dedup_lines: the cache entry whose `dedup/<piece>.npy` list each piece's lines that an
+    earlier piece holds (llm_ray.data.overlap.earlier_lines); None: documents as they are."""
 
     @classmethod
     def of(cls, cfg) -> "ReadOptions":
@@ -276,9 +280,19 @@ def split_overrides(n_docs: int, n_val: int, lowest: tuple, highest: tuple) -> t
 # --------------------------------------------------------------------------------------------
 
 def piece_documents(piece: Piece, opts: ReadOptions) -> Iterator[tuple[str, str]]:
-    """(doc id, text) of every non-empty document of the piece, in order."""
-    for f in piece.files:
-        yield from file_documents(f, opts)
+    """(doc id, text) of every non-empty document of the piece, in order; with opts.dedup_root, each
+    without the long lines that occurred earlier in the corpus (a document left empty is skipped)."""
+    docs = (doc for f in piece.files for doc in file_documents(f, opts))
+    if opts.dedup_root is None:
+        yield from docs
+        return
+    with open_bytes(earlier_path(opts.dedup_root, piece.index)) as f:
+        earlier = {int(h) for h in from_npy(f.read())}
+    seen: set = set()
+    for doc_id, text in docs:
+        text = drop_repeated_lines(text, seen, earlier)
+        if text.strip():
+            yield doc_id, text
 
 
 def file_documents(f: SourceFile, opts: ReadOptions) -> Iterator[tuple[str, str]]:
