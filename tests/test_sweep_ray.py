@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -185,17 +186,21 @@ def test_ctrl_c_stops_the_sweep_before_any_fit_and_says_how_to_resume(ray_cluste
             "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    cells_dir = os.path.join(tmp_path, "smoke", "cells")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
+    watchdog = threading.Timer(400, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    watchdog.start()
     try:
-        deadline = time.time() + 400
-        while time.time() < deadline and not os.path.isdir(cells_dir):
-            time.sleep(1)
-        time.sleep(3)  # a cell is training
+        seen = []
+        for line in proc.stdout:  # until a cell logs a training step: then a cell is surely training
+            seen.append(line)
+            if " step " in line and " loss " in line:
+                break
         proc.send_signal(signal.SIGINT)  # the driver only, as Ctrl-C in a terminal reaches it first
-        out, _ = proc.communicate(timeout=180)
+        rest, _ = proc.communicate(timeout=180)
+        out = "".join(seen) + rest
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, out[-3000:]
