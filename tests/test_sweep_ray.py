@@ -6,6 +6,7 @@ import datetime
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -192,9 +193,12 @@ def test_ctrl_c_stops_the_sweep_before_any_fit_and_says_how_to_resume(ray_cluste
     watchdog.start()
     try:
         seen = []
-        for line in proc.stdout:  # until a cell logs a training step: then a cell is surely training
+        # Until the driver's own progress line says trials are running (the cells' step lines reach the
+        # driver through Ray's log monitor, which may hold them until after the sweep has finished).
+        for line in proc.stdout:
             seen.append(line)
-            if " step " in line and " loss " in line:
+            progress = re.match(r"sweep: (\d+)/(\d+) cells done, (\d+) running", line)
+            if progress and int(progress[1]) < int(progress[2]) and int(progress[3]) > 0:
                 break
         proc.send_signal(signal.SIGINT)  # the driver only, as Ctrl-C in a terminal reaches it first
         rest, _ = proc.communicate(timeout=180)
