@@ -187,8 +187,10 @@ def test_ctrl_c_stops_the_sweep_before_any_fit_and_says_how_to_resume(ray_cluste
             "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
+    # SIG_DFL first: a shell without job control starts background commands with SIGINT ignored, and an
+    # ignored SIGINT is inherited (pytest run as `make test &` would pass it on to the sweep).
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(400, lambda: os.killpg(proc.pid, signal.SIGKILL))
     watchdog.start()
     try:
