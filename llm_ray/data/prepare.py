@@ -376,6 +376,12 @@ def _manifest(cfg, entry: _Entry, tok: Tokenizer, dtype: str, records: list[dict
     }
 
 
+def _read_hashes(entry: _Entry, rel: str):
+    """A .npy of line hashes (llm_ray.data.overlap) the entry holds at `rel`."""
+    fs, path = storage.fs_and_path(entry.url(rel))
+    return from_npy(fs.cat_file(path))
+
+
 def _dedup_pass(entry: _Entry, pieces: list[Piece], opts: ReadOptions, run, log, info: dict) -> ReadOptions:
     """data.dedup_lines: every piece's long-line hashes (a task each), then per piece the ones an earlier
     piece holds (`dedup/<piece>.npy`, what its readers drop), so each line is kept where it first occurs.
@@ -386,10 +392,7 @@ def _dedup_pass(entry: _Entry, pieces: list[Piece], opts: ReadOptions, run, log,
         return replace(opts, dedup_root=entry.root)
     t0 = time.perf_counter()
     records = sorted(run(index_piece_lines, {"opts": opts, "root": entry.root}, pieces), key=lambda r: r["piece"])
-    hashes = []
-    for r in records:
-        fs, path = storage.fs_and_path(entry.url(r["path"]))
-        hashes.append(from_npy(fs.cat_file(path)))
+    hashes = [_read_hashes(entry, r["path"]) for r in records]
     for r, drop in zip(records, earlier_lines(hashes)):
         storage.write_bytes_atomic(earlier_path(entry.root, r["piece"]), to_npy(drop.tolist()))
     total = sum(len(h) for h in hashes)
@@ -408,9 +411,7 @@ def _val_overlap(entry: _Entry, records: list[dict]) -> dict:
         return {}
 
     def hashes(split: str):
-        for r in records:
-            fs, path = storage.fs_and_path(entry.url(r["splits"][split]["lines"]))
-            yield from_npy(fs.cat_file(path))
+        return (_read_hashes(entry, r["splits"][split]["lines"]) for r in records)
 
     share, counted = lines_in_train(hashes("train"), hashes("val"))
     return {"lines_in_train": share, "val_lines_counted": counted, "min_chars": MIN_CHARS, "sample": SAMPLE}
