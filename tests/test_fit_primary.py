@@ -13,9 +13,10 @@ import pytest
 from llm_ray.core.records import FitRecord, ForecastCheck, Registration, RegisteredPrimary, loss_standard_error
 from llm_ray.fitting import FitConfig, fit_all, summarize
 from llm_ray.fitting.primary import (Backtest, BacktestError, Candidate, Choice, Fold, Minimum, choose,
-                                     extrapolation_scale, noise_sd, scaled_error, top_minimum, widen)
+                                     extrapolation_scale, noise_dof, noise_sd, scaled_error, sd_interval,
+                                     top_minimum, widen)
 from llm_ray.fitting.validation import models_to_validate
-from llm_ray.reporting.markdown import answer_section, evaluation_noise_lines
+from llm_ray.reporting.markdown import answer_section, evaluation_noise_lines, primary_lines
 from llm_ray.reporting.validation import validation_markdown
 from test_fit_pipeline import LAW, law, sweep_table
 
@@ -107,6 +108,17 @@ def test_noise_is_the_pooled_spread_of_replicated_cells_and_none_without_replica
     # Without a budget column, the IsoFLOP groups say which runs share a budget.
     assert noise_sd(final.drop(columns="budget"), np.array(["a", "a", "a", "a", "b"])) == pytest.approx(
         math.sqrt(0.025 / 2))
+    assert noise_dof(final) == 2 and noise_dof(final.drop_duplicates(["budget", "params"])) == 0
+
+
+def test_the_seed_sd_interval_is_the_chi_square_one_and_narrows_with_more_replicates():
+    from scipy.stats import chi2
+    lo, hi = sd_interval(0.04, 3, 0.9)
+    assert lo == pytest.approx(0.04 * math.sqrt(3 / chi2.ppf(0.95, 3)))
+    assert hi == pytest.approx(0.04 * math.sqrt(3 / chi2.ppf(0.05, 3)))
+    assert 0.6 < lo / 0.04 < 0.65 and 2.8 < hi / 0.04 < 3.0  # three replicated cells pin the sd down loosely
+    lo6, hi6 = sd_interval(0.04, 6, 0.9)
+    assert lo < lo6 < 0.04 < hi6 < hi
 
 
 def test_the_top_budget_minimum_is_the_vertex_inside_the_sizes_else_the_lowest_cell():
@@ -212,6 +224,17 @@ def test_the_report_sets_the_evaluation_noise_beside_the_seed_noise():
     coarse = evaluation_noise_lines(fit, table.assign(loss_se=2 * sd))
     assert "2.00x" in coarse[0] and "trainer.eval_tokens" in coarse[0]
     assert evaluation_noise_lines(fit, table) == []  # a table without the column (another lab's): no line
+
+
+def test_the_report_states_how_many_degrees_of_freedom_the_seed_sd_rests_on():
+    fit = FitRecord.from_json(summarize(fit_all(with_seed_replicates(sweep_table()),
+                                                FitConfig(n_bootstrap=0, predict_flops=[4e20], plots=False))))
+    p = fit.primary[0]
+    ok = sweep_table().query("status == 'ok'")
+    assert p.noise_dof == ok["run_id"].nunique()  # every finished run trained twice: one degree of freedom each
+    lo, hi = sd_interval(p.noise_sd, p.noise_dof, fit.ci_level)
+    assert f"{p.noise_dof} degrees of freedom, so the sd itself lies within [{lo:.4f}, {hi:.4f}]" in \
+        primary_lines(fit)[-1]
 
 
 def test_a_table_of_many_budgets_is_backtested_on_its_top_three_only():

@@ -384,6 +384,8 @@ class PrimaryForecast:
     """The backtest error, carried to C, folded into ci (relative)."""
     noise_sd: Optional[float] = None
     """The run-to-run standard deviation folded into ci (None: no replicated cells)."""
+    noise_dof: Optional[int] = None
+    """Degrees of freedom behind noise_sd (None in fit.json files written before it was recorded)."""
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "PrimaryForecast":

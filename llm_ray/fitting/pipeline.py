@@ -52,6 +52,8 @@ class FitOutcome:
     """Each approach refitted without the top budget, against its measured minimum (the primary rule)."""
     noise_sd: Optional[float] = None
     """Run-to-run standard deviation of the final loss over replicated cells (None: none replicated)."""
+    noise_dof: int = 0
+    """Its degrees of freedom."""
 
     def params_of(self, approach: str) -> Optional[np.ndarray]:
         """The full fit's parameter vector in the form `predict.frontier_of` takes."""
@@ -78,7 +80,7 @@ class FitOutcome:
             cands = prim.candidates_at(float(c), params, self.samples, level=cfg.ci_level, k=cfg.flops_per_param_token)
             choice = prim.choose(cands, self.backtest, noise_sd=self.noise_sd)
             out.append(prim.primary_at(float(c), choice, self.backtest, params, self.samples, noise=self.noise_sd,
-                                       level=cfg.ci_level, k=cfg.flops_per_param_token))
+                                       level=cfg.ci_level, k=cfg.flops_per_param_token, noise_dof=self.noise_dof))
         return out
 
 
@@ -124,7 +126,7 @@ def fit_all(source: Source, cfg: FitConfig) -> FitOutcome:
                                                                delta=cfg.huber_delta)
     except ValueError as err:
         out.skipped["approach3"] = str(err)
-    out.noise_sd = prim.noise_sd(final, groups)
+    out.noise_sd, out.noise_dof = prim.noise_sd(final, groups), prim.noise_dof(final, groups)
     out.backtest = prim.backtest(pts, final, groups, cfg, out.isoflop.groups if out.isoflop is not None else ())
     return out
 
@@ -215,7 +217,7 @@ def backtest_dict(out: FitOutcome) -> dict:
     bt = out.backtest or prim.Backtest((), {})
     return {"folds": [{"target": f.target._asdict(), "c_below": f.c_below,
                        "errors": {a: e._asdict() for a, e in f.errors.items()}} for f in bt.folds],
-            "skipped": dict(bt.skipped), "noise_sd": out.noise_sd}
+            "skipped": dict(bt.skipped), "noise_sd": out.noise_sd, "noise_dof": out.noise_dof}
 
 
 def parametric_warnings(p: ParametricFit, lowest_loss: float) -> list[str]:

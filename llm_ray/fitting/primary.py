@@ -31,7 +31,7 @@ rule `fallback` (no approach could be refitted without the top budget, e.g. only
   3 for both (it predicts L at the N and D actually trained), else approach 2, else approach 1, with the
   bootstrap interval widened by the noise only.
 
-Pure numpy: no Ray, torch, W&B or Hydra.
+Pure numpy and scipy: no Ray, torch, W&B or Hydra.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy.special import chdtri
 
 from llm_ray.fitting.approaches import fit_envelope, fit_isoflop
 from llm_ray.fitting.parametric import epoch_grid, fit_parametric
@@ -313,16 +314,34 @@ def noise_sd(final: pd.DataFrame, groups: Optional[np.ndarray] = None) -> Option
     """The run-to-run standard deviation of the final loss, pooled over cells trained more than once
     (the same IsoFLOP group, `groups`, or else budget column, and the same N; different seeds); None
     when no cell was replicated."""
+    ss, dof = _seed_spread(final, groups)
+    return float(math.sqrt(ss / dof)) if dof else None
+
+
+def noise_dof(final: pd.DataFrame, groups: Optional[np.ndarray] = None) -> int:
+    """The degrees of freedom behind `noise_sd`: runs of replicated cells minus one per cell."""
+    return _seed_spread(final, groups)[1]
+
+
+def _seed_spread(final: pd.DataFrame, groups: Optional[np.ndarray]) -> tuple[float, int]:
+    """(sum of squared deviations from each replicated cell's mean, degrees of freedom)."""
     if len(final) == 0:
-        return None
+        return 0.0, 0
     if groups is None:
         groups = final["budget"].to_numpy() if "budget" in final.columns else np.zeros(len(final))
     grouped = final["loss"].groupby([np.asarray(groups), final["params"].to_numpy()])
-    dof = grouped.count() - 1
-    if dof.clip(lower=0).sum() == 0:
-        return None
-    ss = grouped.apply(lambda s: float(((s - s.mean()) ** 2).sum()))
-    return float(math.sqrt(ss.sum() / dof[dof > 0].sum()))
+    dof = int((grouped.count() - 1).sum())
+    ss = float(grouped.apply(lambda s: float(((s - s.mean()) ** 2).sum())).sum())
+    return ss, dof
+
+
+def sd_interval(sd: float, dof: int, level: float) -> tuple:
+    """The `level` confidence interval of a standard deviation measured with `dof` degrees of freedom
+    (dof * s^2 / sigma^2 is chi-square with dof degrees of freedom, for normal noise): with 3, the
+    90% interval runs from 0.62 to 2.9 times the measured sd, so a few replicates only size the noise
+    roughly."""
+    tail = (1.0 - level) / 2.0
+    return (sd * math.sqrt(dof / float(chdtri(dof, tail))), sd * math.sqrt(dof / float(chdtri(dof, 1.0 - tail))))
 
 
 def scaled_error(bt: Backtest, choice: Choice, c: float) -> float:
@@ -354,6 +373,8 @@ class Primary(NamedTuple):
     """The scaled backtest error folded into ci (relative)."""
     noise_sd: Optional[float]
     """The run-to-run standard deviation folded into ci (None: no replicates were trained)."""
+    noise_dof: int = 0
+    """Degrees of freedom behind noise_sd (replicated runs minus one per replicated cell)."""
 
     def as_dict(self) -> dict:
         return {**self._asdict(), "ci": list(self.ci), "agrees_with": list(self.agrees_with)}
@@ -361,7 +382,7 @@ class Primary(NamedTuple):
 
 def primary_at(c: float, choice: Choice, bt: Backtest, params: Mapping[str, np.ndarray],
                samples: Mapping[str, Optional[np.ndarray]], *, noise: Optional[float], level: float,
-               k: float) -> Primary:
+               k: float, noise_dof: int = 0) -> Primary:
     """The primary forecast at C: N_opt from `choice.n_from`, D = C / (k N), and L from
     `choice.loss_from` (approach 3: L(N, D) at that N and D; approaches 1, 2: L_opt(C)), its interval
     widened by `widen`."""
@@ -372,7 +393,7 @@ def primary_at(c: float, choice: Choice, bt: Backtest, params: Mapping[str, np.n
     margin = scaled_error(bt, choice, c)
     ci = widen(f.loss, f.ci, rel_error=margin, noise_sd=noise, level=level)
     return Primary(float(c), n, d, f.loss, ci, choice.rule, choice.n_from, choice.loss_from, choice.why,
-                   choice.agrees_with, margin, noise)
+                   choice.agrees_with, margin, noise, noise_dof)
 
 
 def candidates_at(c: float, params: Mapping[str, np.ndarray], samples: Mapping[str, Optional[np.ndarray]], *,

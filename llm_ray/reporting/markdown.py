@@ -10,7 +10,7 @@ import pandas as pd
 
 from llm_ray.core.records import ApproachResult, FitRecord, IsoFlopMinimum, PlanRecord, PrimaryForecast
 from llm_ray.data.overlap import overlap_warning, overlap_words
-from llm_ray.fitting.primary import noise_allows
+from llm_ray.fitting.primary import noise_allows, sd_interval
 from llm_ray.fitting.validation import disagreements
 from llm_ray.reporting.plots import final_ok
 from llm_ray.reporting.text import with_interval
@@ -145,6 +145,16 @@ def primary_source(p: PrimaryForecast) -> str:
     return f"N from approach {p.n_from[-1]}, L from approach {p.loss_from[-1]}"
 
 
+def sd_precision(p: PrimaryForecast, level: float) -> str:
+    """How well the replicates pin the seed-to-seed sd down: its degrees of freedom and interval."""
+    if not p.noise_dof:
+        return ""
+    lo, hi = sd_interval(p.noise_sd, p.noise_dof, level)
+    more = "; sweep.replicate_minima=2 doubles them" if p.noise_dof < 6 else ""
+    return (f"; {p.noise_dof} degrees of freedom, so the sd itself lies within [{lo:.4f}, {hi:.4f}] "
+            f"at {100 * level:.0f}%{more}")
+
+
 def primary_lines(fit: FitRecord) -> list[str]:
     """The primary forecast in words: what to train, what to expect, and the rule that chose it."""
     if not fit.primary:
@@ -156,8 +166,9 @@ def primary_lines(fit: FitRecord) -> list[str]:
                      f"tokens, expect L = {p.loss:.4f} within [{lo:.4f}, {hi:.4f}].")
     p = fit.primary[0]
     noise = ("no cell was replicated, so run-to-run noise is not in it" if p.noise_sd is None else
-             f"the run-to-run spread (sd {p.noise_sd:.4f} nats, from replicated cells) is in it: the noise of one "
-             f"run alone allows ±{100 * noise_allows(p.noise_sd, p.loss, fit.ci_level):.2f}% at C = {p.flops:.3g}")
+             f"the run-to-run spread (sd {p.noise_sd:.4f} nats, from replicated cells{sd_precision(p, fit.ci_level)}) "
+             f"is in it: the noise of one run alone allows ±{100 * noise_allows(p.noise_sd, p.loss, fit.ci_level):.2f}% "
+             f"at C = {p.flops:.3g}")
     lines.append(f"- Chosen by the rule `{p.rule}`, fixed before any held-out run: {p.why}. The interval is the "
                  f"bootstrap interval widened by that backtest error carried to each budget "
                  f"({', '.join(f'{100 * q.margin:.2f}%' for q in fit.primary)}); {noise}. The approaches below "
