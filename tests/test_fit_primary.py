@@ -4,6 +4,7 @@ interval widened by that backtest's error and by the measured run-to-run noise (
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from statistics import NormalDist
 
 import numpy as np
@@ -195,6 +196,18 @@ def test_does_the_law_hold_leads_with_the_primary_forecast_and_keeps_the_others_
     text = validation_markdown([check("primary", 3.06, 3.0, 3.1)], registration(noise_sd=0.01, loss=3.0), None,
                                top_budget=1e12)
     assert "The noise alone allows ±0.55% at C = 4e+12" in text  # 1.645 * 0.01 / 3.0
+
+
+def test_does_the_law_hold_says_whether_the_recommended_size_beat_the_other_sizes_trained_there():
+    other = replace(check("approach2", 3.0, 2.9, 3.1, measured=3.01), cell_id="C4e12-N200k-x", params=200_000)
+    worse = validation_markdown([check("primary", 3.06, 3.0, 3.1), other], [], None, top_budget=1e12)
+    assert ("the recommended N = 100,000 reached 3.0500; N = 200,000 reached 3.0100: the recommended N was not "
+            "the better size, by 0.0400 nats") in worse
+    better = validation_markdown([check("primary", 3.06, 3.0, 3.1), replace(other, measured=3.2)], [], None,
+                                 top_budget=1e12)
+    assert "the recommended N was the better size" in better
+    alone = validation_markdown([check("primary", 3.06, 3.0, 3.1)], [], None, top_budget=1e12)
+    assert "recommended N" not in alone  # one size trained: nothing to compare
 
 
 def test_the_evaluation_standard_error_is_sd_over_root_n_of_per_window_losses():

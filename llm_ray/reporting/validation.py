@@ -26,7 +26,7 @@ def validation_markdown(checks: list[ForecastCheck], registrations: list[Registr
     diagnostics = [c for c in checks if c.approach != PRIMARY]
     lines = ["## Does the law hold?", ""]
     if primary:
-        lines += primary_section(primary, registrations, top_budget)
+        lines += primary_section(primary, diagnostics, registrations, top_budget)
     lines += ["Each approach's forecast for a run at a budget the fit never saw, registered in "
               "`predictions.json` before that run trained, against the loss it measured. Approach 3 predicts "
               "L(N, D) at the run's own N and D; approaches 1 and 2 predict the frontier loss L_opt(C).", "",
@@ -45,7 +45,8 @@ def validation_markdown(checks: list[ForecastCheck], registrations: list[Registr
     return "\n".join(lines)
 
 
-def primary_section(primary: list[ForecastCheck], registrations: list[Registration], top_budget: float) -> list:
+def primary_section(primary: list[ForecastCheck], diagnostics: list[ForecastCheck], registrations: list[Registration],
+                    top_budget: float) -> list:
     """The table that leads "Does the law hold?": the one forecast per budget, chosen before the run."""
     lines = ["The primary forecast for each budget the fit never saw (the N to train and the loss to expect), "
              "chosen by a rule fixed before the run and registered in `predictions.json` before it trained, "
@@ -59,7 +60,8 @@ def primary_section(primary: list[ForecastCheck], registrations: list[Registrati
         lines.append(f"| **{c.flops:.3g} ({c.flops / top_budget:.0f}x)** | N = {c.params:,}, D = {c.tokens:.3g} | "
                      f"{how} | **{with_interval(c.predicted, c.ci, '.4f')}** | {_measured(c)} | **{_error(c)}** | "
                      f"{_verdict(c)} |")
-    lines += [""] + primary_verdict(primary) + noise_lines(registrations) + [""]
+    lines += [""] + primary_verdict(primary) + size_verdict_lines(primary, diagnostics) + noise_lines(registrations)
+    lines += [""]
     lines += [f"- Why at C = {b.flops:.3g}: {b.primary.why}." for b in registrations if b.primary is not None]
     return lines + ["", "Diagnostics: every approach's own forecast for the same runs.", ""]
 
@@ -74,6 +76,24 @@ def _error(c: ForecastCheck) -> str:
 
 def _verdict(c: ForecastCheck) -> str:
     return {True: "yes", False: "**no**", None: "n/a"}[c.inside]
+
+
+def size_verdict_lines(primary: list[ForecastCheck], diagnostics: list[ForecastCheck]) -> list[str]:
+    """Whether the N the primary forecast recommended beat the other sizes trained at the same budget
+    (the other approaches' N): a check of N_opt, as the loss columns check L."""
+    out = []
+    for c in primary:
+        others = {d.cell_id: d for d in diagnostics
+                  if d.flops == c.flops and d.cell_id != c.cell_id and d.measured is not None}
+        if c.measured is None or not others:
+            continue
+        rivals = ", ".join(f"N = {d.params:,} reached {d.measured:.4f}" for d in others.values())
+        best = min(d.measured for d in others.values())
+        verdict = ("the recommended N was the better size" if c.measured <= best else
+                   f"the recommended N was not the better size, by {c.measured - best:.4f} nats")
+        out.append(f"- At C = {c.flops:.3g} the recommended N = {c.params:,} reached {c.measured:.4f}; {rivals}: "
+                   f"{verdict}.")
+    return out
 
 
 def noise_lines(registrations: list[Registration]) -> list[str]:
