@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from llm_ray.fitting import budget_groups, fit_envelope, fit_isoflop, fit_power_law
-from llm_ray.fitting.approaches import fit_isoflop_group, group_by_flops
+from llm_ray.fitting.approaches import fit_isoflop_group, group_by_flops, profile_bumps
 from llm_ray.fitting.bootstrap import draw_run_counts
 
 LAW = dict(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.30)
@@ -117,3 +118,25 @@ def test_stratified_resampling_keeps_the_number_of_runs_per_budget():
     assert counts.std(axis=0).min() > 0  # runs really are redrawn
     plain = draw_run_counts(len(strata), 50, seed=3)
     assert np.all(plain.sum(axis=1) == len(strata))
+
+
+def bumpy_profiles(bump: float) -> pd.DataFrame:
+    """Three budgets over the same five sizes, each profile a parabola in log N; the middle size
+    lifted by `bump` nats at every budget (as one unlucky initialisation shared by a size's cells)."""
+    rows = []
+    for i, c in enumerate((1e11, 2e11, 4e11)):
+        for n in (4e3, 8e3, 16e3, 32e3, 64e3):
+            u = np.log(n / (8e3 * 1.4 ** i))
+            loss = 4.0 - 0.2 * i + 0.1 * u * u + (bump if n == 16e3 else 0.0)
+            rows.append(dict(flops=c, params=n, tokens=c / (6 * n), loss=loss, budget=c))
+    return pd.DataFrame(rows)
+
+
+def test_a_size_above_both_neighbours_is_found_at_every_budget_and_a_unimodal_profile_has_none():
+    t = bumpy_profiles(0.3)
+    bumps = profile_bumps(t["params"], t["loss"], t["budget"])
+    assert list(bumps) == [16e3] and len(bumps[16e3]) == 3
+    assert all(0.1 < e < 0.3 for _, e in bumps[16e3])  # the lift, less the rise of the profile towards the higher neighbour
+    assert profile_bumps(t["params"], t["loss"], t["budget"], margin=0.5) == {}  # within the noise margin
+    smooth = bumpy_profiles(0.0)
+    assert profile_bumps(smooth["params"], smooth["loss"], smooth["budget"]) == {}

@@ -113,3 +113,16 @@ def test_approach_one_is_skipped_when_its_envelope_holds_fewer_than_three_sizes(
     res = run_fit(table, str(tmp_path), FitConfig(n_bootstrap=0, plots=False))
     assert res["approach1"]["status"] == "skipped"
     assert "1 distinct model size" in res["approach1"]["reason"] and "at least 3" in res["approach1"]["reason"]
+
+
+def test_fit_json_warns_when_one_size_sits_above_its_neighbours_at_several_budgets():
+    from llm_ray.fitting import fit_all, summarize
+    from test_fit_approaches import bumpy_profiles
+
+    def warnings(bump):
+        t = bumpy_profiles(bump).assign(run_id=lambda d: [f"r{i}" for i in range(len(d))], step=100, status="ok")
+        return [w for w in summarize(fit_all(t, FitConfig(n_bootstrap=0, plots=False)))["warnings"]
+                if "neighbouring sizes" in w]
+    (w,) = warnings(0.3)
+    assert w.startswith("N = 1.6e+04 lies above both neighbouring sizes at 3 budgets") and "trainer.seed" in w
+    assert warnings(0.0) == []

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 
 
 class PowerLaw(NamedTuple):
@@ -225,6 +226,25 @@ def fit_isoflop(flops, params, tokens, loss, groups: Sequence, *, min_sizes: int
     laws = FrontierLaws(fit_power_law(cs, [g.n_opt for g in used]), fit_power_law(cs, [g.d_opt for g in used]),
                         fit_power_law(cs, [g.loss_opt for g in used]))
     return IsoFlopFit(laws=laws, groups=tuple(fitted), used=tuple(g.label for g in used))
+
+
+def profile_bumps(params, loss, groups, *, margin: float = 0.0) -> dict:
+    """Sizes whose mean final loss lies more than `margin` above both neighbouring sizes of the same
+    budget group: N -> [(group label, excess in nats), ...]. An IsoFLOP profile has one minimum
+    (Hoffmann et al. 2022, Fig. 3), so a size above both neighbours at several budgets trained worse
+    than its place on the ladder says (an unlucky initialisation, which every budget of that size shares
+    under one trainer.seed, or a recipe that does not suit that shape) and bends every parabola it is in."""
+    frame = pd.DataFrame({"n": np.asarray(params, dtype=np.float64), "l": np.asarray(loss, dtype=np.float64),
+                          "g": np.asarray(groups)})
+    bumps: dict = {}
+    for label, g in frame.groupby("g", sort=False):
+        means = g.groupby("n")["l"].mean().sort_index()
+        n, l = means.index.to_numpy(), means.to_numpy()
+        for i in range(1, len(n) - 1):
+            excess = float(l[i] - max(l[i - 1], l[i + 1]))
+            if excess > margin:
+                bumps.setdefault(float(n[i]), []).append((str(label), excess))
+    return bumps
 
 
 def budget_groups(flops, budget: Optional[Sequence], tol_dex: float) -> tuple[np.ndarray, str]:

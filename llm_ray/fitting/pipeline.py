@@ -10,6 +10,7 @@ can run. Approaches 2 and 3 fit the final point of each run; approach 1 uses eve
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -18,7 +19,8 @@ import pandas as pd
 
 from llm_ray.core.records import FIT_SCHEMA
 from llm_ray.fitting import bootstrap as boot
-from llm_ray.fitting.approaches import EnvelopeFit, IsoFlopFit, budget_groups, fit_envelope, fit_isoflop
+from llm_ray.fitting.approaches import (EnvelopeFit, IsoFlopFit, budget_groups, fit_envelope, fit_isoflop,
+                                       profile_bumps)
 from llm_ray.fitting.config import FitConfig
 from llm_ray.fitting.parametric import ParametricFit, epoch_grid, fit_parametric
 from llm_ray.fitting.predict import predict_budgets, predict_losses
@@ -208,8 +210,24 @@ def summarize(out: FitOutcome) -> dict:
     if out.parametric is not None:
         res["loss_predictions"] = [p.as_dict() for p in predict_losses(
             out.params_of("approach3"), out.samples.get("approach3"), cfg.predict_points, level=level)]
-    res["warnings"] = warnings
+    res["warnings"] = warnings + bump_warnings(out)
     return _clean(res)
+
+
+def bump_warnings(out: FitOutcome) -> list[str]:
+    """A size above both its neighbours, by more than two runs' seed noise can explain, at two or more
+    budgets: the IsoFLOP profiles are not unimodal there, so say which size and what to do."""
+    z = NormalDist().inv_cdf(0.5 + out.cfg.ci_level / 2)
+    margin = z * math.sqrt(2) * out.noise_sd if out.noise_sd else 0.0
+    bumps = profile_bumps(out.final["params"], out.final["loss"], out.groups, margin=margin)
+    return [f"N = {n:.3g} lies above both neighbouring sizes at {len(at)} budgets (by "
+            f"{min(e for _, e in at):.3f}-{max(e for _, e in at):.3f} nats"
+            + (f", more than the seed noise allows: {margin:.3f}" if margin else "") +
+            "): the IsoFLOP profiles are not unimodal, so the parabola minima (approach 2) and every law fitted "
+            "through that size are unreliable. A size's cells share one initialisation at every budget "
+            "(trainer.seed), so one unlucky start shows at all of them: before betting on a forecast, re-run the "
+            "sweep with another trainer.seed (every cell is then a new run) and see whether the bump moves."
+            for n, at in sorted(bumps.items()) if len(at) >= 2]
 
 
 def backtest_dict(out: FitOutcome) -> dict:
