@@ -48,12 +48,23 @@ def test_a_tie_within_the_noise_goes_to_the_fixed_order_two_three_one_not_to_agr
              "approach1": cand("approach1", 3.0, 2.99, 3.01)}
     errors = bt(approach2=(0.10, 0.010), approach3=(0.5, -0.009), approach1=(0.12, 0.004))
     c = choose(cands, errors)
-    assert (c.loss_from, c.n_from) == ("approach1", "approach2")  # 0.4% beats 0.9% and 1.0%: farther than 0.25%
+    assert (c.loss_from, c.n_from) == ("approach2", "approach2")  # 0.9% and 1.0% tie (approach 1's loss: below)
     # The noise (sd 0.02 nats of 3.09 = 0.65%) ties all three losses; N: 10% and 12% tie, 50% does not.
     c = choose(cands, errors, noise_sd=0.02)
     assert (c.loss_from, c.n_from) == ("approach2", "approach2") and "ties go to approach 2" in c.why
     no2 = bt(approach3=(0.5, -0.009), approach1=(0.12, 0.004))
     assert choose(cands, no2, noise_sd=0.02).loss_from == "approach3"
+
+
+def test_approach_ones_loss_is_chosen_only_where_neither_approach_two_nor_three_was_backtested():
+    # Approach 1 backtests best on both, by far more than the tie margin: it gives N, never L.
+    errors = bt(approach1=(0.01, 0.001), approach2=(0.5, 0.02), approach3=(0.6, 0.03))
+    c = choose(CANDS, errors)
+    assert (c.loss_from, c.n_from) == ("approach2", "approach1")
+    assert "approach 1's loss is not a candidate" in c.why
+    assert choose(CANDS, bt(approach1=(0.01, 0.001), approach3=(0.6, 0.03))).loss_from == "approach3"
+    only1 = choose(CANDS, bt(approach1=(0.01, 0.001)))
+    assert only1.loss_from == "approach1" and "not a candidate" not in only1.why
 
 
 def test_without_a_backtest_the_fixed_preference_decides():
