@@ -61,7 +61,7 @@ def test_approach_ones_loss_is_chosen_only_where_neither_approach_two_nor_three_
     errors = bt(approach1=(0.01, 0.001), approach2=(0.5, 0.02), approach3=(0.6, 0.03))
     c = choose(CANDS, errors)
     assert (c.loss_from, c.n_from) == ("approach2", "approach1")
-    assert "approach 1's loss is not a candidate" in c.why
+    assert "approach 1 backtested better, but its loss is not a candidate" in c.why
     assert choose(CANDS, bt(approach1=(0.01, 0.001), approach3=(0.6, 0.03))).loss_from == "approach3"
     only1 = choose(CANDS, bt(approach1=(0.01, 0.001)))
     assert only1.loss_from == "approach1" and "not a candidate" not in only1.why

@@ -262,9 +262,12 @@ def _best(usable: Mapping[str, BacktestError], err, tie: float) -> tuple[str, bo
 
 
 def _left_out(usable: Mapping[str, BacktestError], pool: Mapping[str, BacktestError]) -> str:
-    if set(pool) == set(usable):
+    """Says so where approach 1 backtested best on the loss but was not a candidate (LOSS_FROM)."""
+    best = min(usable, key=lambda a: abs(usable[a].loss_error))
+    if best in pool:
         return ""
-    return " (approach 1's loss is not a candidate while approach 2 or 3 is: its envelope reads mid-cosine checkpoints)"
+    return (f" (approach {best[-1]} backtested better, but its loss is not a candidate while approach 2 or 3 "
+            "is: its envelope reads mid-cosine checkpoints)")
 
 
 def _how(tied: bool) -> str:
