@@ -14,7 +14,7 @@ import pytest
 from llm_ray.core.records import FitRecord, ForecastCheck, Registration, RegisteredPrimary, loss_standard_error
 from llm_ray.fitting import FitConfig, fit_all, summarize
 from llm_ray.fitting.primary import (Backtest, BacktestError, Candidate, Choice, Fold, Minimum, choose,
-                                     extrapolation_scale, noise_dof, noise_sd, scaled_error, sd_interval,
+                                     extrapolation_scale, scaled_error, sd_interval, seed_noise,
                                      top_minimum, widen)
 from llm_ray.fitting.validation import models_to_validate
 from llm_ray.reporting.markdown import answer_section, evaluation_noise_lines, primary_lines
@@ -115,12 +115,12 @@ def test_noise_is_the_pooled_spread_of_replicated_cells_and_none_without_replica
     final = pd.DataFrame({"budget": [1, 1, 1, 1, 2], "params": [10, 10, 20, 20, 10],
                           "loss": [3.0, 3.2, 2.0, 2.1, 5.0]})
     # ss = 0.02 + 0.005 over 2 degrees of freedom
-    assert noise_sd(final) == pytest.approx(math.sqrt(0.025 / 2))
-    assert noise_sd(final.drop_duplicates(["budget", "params"])) is None
+    assert seed_noise(final).sd == pytest.approx(math.sqrt(0.025 / 2))
+    assert seed_noise(final.drop_duplicates(["budget", "params"])).sd is None
     # Without a budget column, the IsoFLOP groups say which runs share a budget.
-    assert noise_sd(final.drop(columns="budget"), np.array(["a", "a", "a", "a", "b"])) == pytest.approx(
+    assert seed_noise(final.drop(columns="budget"), np.array(["a", "a", "a", "a", "b"])).sd == pytest.approx(
         math.sqrt(0.025 / 2))
-    assert noise_dof(final) == 2 and noise_dof(final.drop_duplicates(["budget", "params"])) == 0
+    assert seed_noise(final).dof == 2 and seed_noise(final.drop_duplicates(["budget", "params"])).dof == 0
 
 
 def test_the_seed_sd_interval_is_the_chi_square_one_and_narrows_with_more_replicates():

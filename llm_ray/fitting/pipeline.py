@@ -10,7 +10,6 @@ can run. Approaches 2 and 3 fit the final point of each run; approach 1 uses eve
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -128,7 +127,7 @@ def fit_all(source: Source, cfg: FitConfig) -> FitOutcome:
                                                                delta=cfg.huber_delta)
     except ValueError as err:
         out.skipped["approach3"] = str(err)
-    out.noise_sd, out.noise_dof = prim.noise_sd(final, groups), prim.noise_dof(final, groups)
+    out.noise_sd, out.noise_dof = prim.seed_noise(final, groups)
     out.backtest = prim.backtest(pts, final, groups, cfg, out.isoflop.groups if out.isoflop is not None else ())
     return out
 
@@ -217,8 +216,7 @@ def summarize(out: FitOutcome) -> dict:
 def bump_warnings(out: FitOutcome) -> list[str]:
     """A size above both its neighbours, by more than two runs' seed noise can explain, at two or more
     budgets: the IsoFLOP profiles are not unimodal there, so say which size and what to do."""
-    z = NormalDist().inv_cdf(0.5 + out.cfg.ci_level / 2)
-    margin = z * math.sqrt(2) * out.noise_sd if out.noise_sd else 0.0
+    margin = prim.z_value(out.cfg.ci_level) * math.sqrt(2) * out.noise_sd if out.noise_sd else 0.0
     bumps = profile_bumps(out.final["params"], out.final["loss"], out.groups, margin=margin)
     return [f"N = {n:.3g} lies above both neighbouring sizes at {len(at)} budgets (by "
             f"{min(e for _, e in at):.3f}-{max(e for _, e in at):.3f} nats"

@@ -316,41 +316,41 @@ def widen(loss: float, ci: Optional[Sequence[float]], *, rel_error: float = 0.0,
     """The primary interval: each side of the bootstrap interval (0 without one) combined in quadrature
     with |rel_error| * loss (the scaled backtest error) and z * noise_sd (the noise of the one run that
     will be measured)."""
-    z = NormalDist().inv_cdf(0.5 + level / 2)
+    z = z_value(level)
     ci = _finite(ci)
     lo_side, hi_side = (0.0, 0.0) if ci is None else (max(0.0, loss - ci[0]), max(0.0, ci[1] - loss))
     extra = (abs(rel_error) * loss) ** 2 + (z * (noise_sd or 0.0)) ** 2
     return (loss - math.sqrt(lo_side ** 2 + extra), loss + math.sqrt(hi_side ** 2 + extra))
 
 
+def z_value(level: float) -> float:
+    """The two-sided normal quantile of a `level` interval (1.645 at 90%)."""
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
 def noise_allows(sd: float, loss: float, level: float) -> float:
     """The relative error the seed noise of the one run measured alone allows at `level`: z * sd / L."""
-    return NormalDist().inv_cdf(0.5 + level / 2) * sd / loss
+    return z_value(level) * sd / loss
 
 
-def noise_sd(final: pd.DataFrame, groups: Optional[np.ndarray] = None) -> Optional[float]:
-    """The run-to-run standard deviation of the final loss, pooled over cells trained more than once
-    (the same IsoFLOP group, `groups`, or else budget column, and the same N; different seeds); None
-    when no cell was replicated."""
-    ss, dof = _seed_spread(final, groups)
-    return float(math.sqrt(ss / dof)) if dof else None
+class SeedNoise(NamedTuple):
+    sd: Optional[float]
+    """The run-to-run standard deviation of the final loss; None when no cell was replicated."""
+    dof: int
+    """Its degrees of freedom: runs of replicated cells minus one per cell."""
 
 
-def noise_dof(final: pd.DataFrame, groups: Optional[np.ndarray] = None) -> int:
-    """The degrees of freedom behind `noise_sd`: runs of replicated cells minus one per cell."""
-    return _seed_spread(final, groups)[1]
-
-
-def _seed_spread(final: pd.DataFrame, groups: Optional[np.ndarray]) -> tuple[float, int]:
-    """(sum of squared deviations from each replicated cell's mean, degrees of freedom)."""
+def seed_noise(final: pd.DataFrame, groups: Optional[np.ndarray] = None) -> SeedNoise:
+    """The run-to-run spread of the final loss, pooled over cells trained more than once (the same
+    IsoFLOP group, `groups`, or else budget column, and the same N; different seeds)."""
     if len(final) == 0:
-        return 0.0, 0
+        return SeedNoise(None, 0)
     if groups is None:
         groups = final["budget"].to_numpy() if "budget" in final.columns else np.zeros(len(final))
     grouped = final["loss"].groupby([np.asarray(groups), final["params"].to_numpy()])
     dof = int((grouped.count() - 1).sum())
     ss = float(grouped.apply(lambda s: float(((s - s.mean()) ** 2).sum())).sum())
-    return ss, dof
+    return SeedNoise(float(math.sqrt(ss / dof)) if dof else None, dof)
 
 
 def sd_interval(sd: float, dof: int, level: float) -> tuple:
