@@ -17,8 +17,8 @@ from llm_ray.data import stdlib_text_files
 pytestmark = pytest.mark.ray
 # The smoke preset with sizes that give three distinct shapes for these vocabularies (700-1,024 tokens),
 # smaller budgets and a shorter held-out set.
-SMOKE = ["sweep=smoke", "sweep.sizes=[2e4,5.5e4,1e5]", "sweep.budgets=[2e10,5e10]", "fit.n_bootstrap=20", "trainer.eval_every=40",
-         "trainer.log_every=40", "trainer.eval_tokens=8192", "wandb.mode=disabled"]
+SMOKE = ["sweep=smoke", "sweep.sizes=[2e4,5.5e4,1e5]", "sweep.budgets=[2e10,5e10]", "fit.n_bootstrap=20",
+         "trainer.eval_every=40", "trainer.log_every=40", "trainer.eval_tokens=8192", "wandb.mode=disabled"]
 
 
 @pytest.fixture(scope="module")

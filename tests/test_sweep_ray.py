@@ -143,13 +143,19 @@ def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_swee
     assert open(os.path.join(sweep_dir, "predictions.json")).read() == book_before  # never rewritten
 
 
-def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tmp_path):
-    # Without seed replicates: the count below is the plan's cells (the smoke test covers replicates).
-    # The smoke grid's smaller budget only (3 cells), to keep the test short.
+def small_sweep_command(tmp_path) -> tuple[list, dict]:
+    """`python -m llm_ray.sweep` on the smoke grid's smaller budget only (3 cells, no replicates), and its
+    environment (its own local Ray, not the tests' cluster)."""
     args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, "sweep.budgets=[5e10]", f"trainer.storage_path={tmp_path}",
             "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
+    return args, env
+
+
+def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tmp_path):
+    # Without seed replicates: the count below is the plan's cells (the smoke test covers replicates).
+    args, env = small_sweep_command(tmp_path)
     cells_dir = os.path.join(tmp_path, "smoke", "cells")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -183,11 +189,7 @@ def test_killed_sweep_resumes_and_never_retrains_a_finished_cell(ray_cluster, tm
 def test_ctrl_c_stops_the_sweep_before_any_fit_and_says_how_to_resume(ray_cluster, tmp_path):
     """Tune answers SIGINT by ending its run and returning normally: the sweep must stop there (exit
     130, one line), not fit or report a partial grid."""
-    # The smoke grid's smaller budget only (3 cells): the interrupt lands while cells are running.
-    args = [sys.executable, "-m", "llm_ray.sweep", *SMOKE, "sweep.budgets=[5e10]", f"trainer.storage_path={tmp_path}",
-            "wandb.mode=disabled", f"hydra.run.dir={tmp_path}/hydra"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
+    args, env = small_sweep_command(tmp_path)
     # SIG_DFL first: a shell without job control starts background commands with SIGINT ignored, and an
     # ignored SIGINT is inherited (pytest run as `make test &` would pass it on to the sweep).
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
