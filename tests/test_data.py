@@ -84,6 +84,11 @@ def entry_files(data: PreparedData) -> dict:
     return out
 
 
+def piece_of(shard: dict) -> str:
+    """The piece a shard of the manifest belongs to: shards are named <piece>-<k>.bin."""
+    return os.path.basename(shard["path"]).split("-")[0]
+
+
 def manifest(data: PreparedData) -> dict:
     return json.loads(open(data.manifest_path).read())
 
@@ -228,13 +233,17 @@ def test_damaged_entry_is_not_a_hit_and_is_repaired_or_rebuilt(corpus, tmp_path)
     val_shard = os.path.join(good.root, shards["val"]["shards"][0]["path"])
     with open(val_shard, "r+b") as f:  # a shard damaged after the manifest: sizes disagree
         f.truncate(4)
-    kept_mtime = os.stat(os.path.join(good.root, shards["train"]["shards"][-1]["path"])).st_mtime_ns
+    # A train shard of another piece: which piece holds a val document depends on tmp_path's name.
+    damaged_piece = piece_of(shards["val"]["shards"][0])
+    kept = next(os.path.join(good.root, s["path"]) for s in shards["train"]["shards"]
+                if piece_of(s) != damaged_piece)
+    kept_mtime = os.stat(kept).st_mtime_ns
     repaired, logs = prepare(cfg, tmp_path / "cache")
     assert not any("cache hit" in m for m in logs)
     assert any("resuming" in m and "manifest no longer matched" in m for m in logs), logs
     assert repaired == good and {s: split_bytes(repaired, s) for s in reference} == reference
     # Only the damaged piece was encoded again.
-    assert os.stat(os.path.join(good.root, shards["train"]["shards"][-1]["path"])).st_mtime_ns == kept_mtime
+    assert os.stat(kept).st_mtime_ns == kept_mtime
 
     os.remove(good.manifest_path)
     os.remove(good.tokenizer_path)  # nothing can be kept without the tokenizer the pieces used
