@@ -26,6 +26,8 @@ CONF = os.path.join(ROOT, "llm_ray", "conf")
 
 # Small real-text corpus for integration tests: the stdlib slice is read once and cached.
 TEST_DATA = ["data.max_bytes=2000000", "data.vocab_size=1024"]
+# The smoke preset, a little smaller: 2 budgets x 3 sizes of 14k-87k parameters.
+SMOKE = ["sweep=smoke", "fit.n_bootstrap=20", "trainer.eval_every=40", "trainer.log_every=40"]
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +47,28 @@ def ray_cluster():
              runtime_env={"env_vars": {**RAY_ENV, "PYTHONPATH": path}})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(ray_cluster, tmp_path_factory):
+    """One smoke sweep (with seed replicates of each budget's minimum, W&B offline) for the whole
+    session: tests read it; a stage that writes beside a sweep runs on a copy (copy_sweep), as a
+    user's stage reads a finished sweep directory and nothing else."""
+    from llm_ray.cli import compose_sweep
+    from llm_ray.sweep import run_sweep
+
+    tmp_path = tmp_path_factory.mktemp("smoke")
+    return run_sweep(*compose_sweep(*SMOKE, "sweep.replicate_minima=1", f"trainer.storage_path={tmp_path}",
+                                   "wandb.mode=offline")), tmp_path
+
+
+def copy_sweep(sweep_dir: str, storage_path) -> str:
+    """A finished sweep's directory copied under another storage path (its own W&B folder too)."""
+    import shutil
+
+    dst = os.path.join(storage_path, os.path.basename(sweep_dir))
+    shutil.copytree(sweep_dir, dst)
+    return dst
 
 
 def compose_train(*overrides: str):

@@ -1,6 +1,6 @@
-"""The compression stage for real: a small sweep trained by Ray Tune, then every cell quantized and pruned
-by Ray tasks, the table, the laws, the report section, the plots and the W&B run; resumed without
-evaluating anything twice; bad input refused before any work starts."""
+"""The compression stage for real: the session's smoke sweep trained by Ray Tune, then every cell
+quantized and pruned by Ray tasks, the table, the laws, the report section, the plots and the W&B run;
+resumed without evaluating anything twice; bad input refused before any work starts."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import CONF, ROOT, FAKE_SECRETS, grep_tree
+from conftest import CONF, ROOT, FAKE_SECRETS, SMOKE as SMOKE_SWEEP, copy_sweep, grep_tree
 from wandb_reader import summarize
 
 pytestmark = pytest.mark.ray
-# The smoke preset at smaller budgets and sizes (2 x 2 cells), and a short list of settings.
-SMOKE = ["sweep=smoke", "sweep.budgets=[3e10,9e10]", "sweep.sizes=[1.5e4,3.5e4]", "fit.n_bootstrap=20", "trainer.eval_every=1000", "trainer.log_every=1000", "wandb.mode=offline"]
+# The session's smoke sweep (2 budgets x 3 sizes, and each minimum again with another seed), and a
+# short list of settings.
+SMOKE = [*SMOKE_SWEEP, "wandb.mode=offline"]
 SETTINGS = ["compress.group_bits=[4]", "compress.sparsities=[0.5]", "compress.n_bootstrap=50"]
 
 
@@ -29,27 +30,23 @@ def compose(*overrides):
 
 
 @pytest.fixture(scope="module")
-def compressed(ray_cluster, tmp_path_factory):
-    """The sweep trained, then the stage run on it exactly as `sweep.stages=[compress]` runs it."""
-    from llm_ray.cli import compose_sweep
+def compressed(smoke_sweep, tmp_path_factory):
+    """The stage run on a copy of the smoke sweep exactly as `sweep.stages=[compress]` runs it."""
     from llm_ray.compress import run_on_sweep
-    from llm_ray.sweep import run_sweep
 
     tmp = tmp_path_factory.mktemp("compress")
-    storage = f"trainer.storage_path={tmp}"
-    out = run_sweep(*compose_sweep(*SMOKE, storage))
-    run = run_on_sweep(out["sweep_dir"], compose(storage, *SETTINGS))
-    return tmp, out["sweep_dir"], run
+    sweep_dir = copy_sweep(smoke_sweep[0]["sweep_dir"], tmp)
+    run = run_on_sweep(sweep_dir, compose(f"trainer.storage_path={tmp}", *SETTINGS))
+    return tmp, sweep_dir, run
 
 
-def test_every_cell_is_compressed_each_way_and_measured(compressed):
+def test_every_cell_is_compressed_each_way_and_measured(compressed, smoke_sweep):
     from llm_ray.core.compression import Setting, model_bytes
     from llm_ray.training.launch import read_record
 
     _, sweep_dir, run = compressed
     df = pd.read_parquet(os.path.join(sweep_dir, "compress.parquet"))
-    results = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
-    cells = results["cell_id"].unique()
+    cells = list(smoke_sweep[0]["plan"].cells)  # the plan's cells; seed replicates measure noise only
     assert set(df["setting_id"]) == {"fp32", "rtn_channel-b8", "rtn_group-b4-g8", "prune_global-s0.5",
                                      "prune_layer-s0.5", "prune_2_4"}
     assert len(df) == len(cells) * 6 == len(run.evaluated) and set(df["cell_id"]) == set(cells)
@@ -83,16 +80,18 @@ def test_the_report_answers_for_memory_budgets_and_shows_the_plots(compressed):
     assert set(laws) >= {"rtn_channel-b8", "rtn_group-b4-g8", "prune_2_4"}
 
 
-def test_the_stage_logs_a_compress_run_in_the_sweeps_wandb_group(compressed):
+def test_the_stage_logs_a_compress_run_in_the_sweeps_wandb_group(compressed, smoke_sweep):
     tmp, _, run = compressed
-    runs = [summarize(f) for f in glob.glob(os.path.join(tmp, "wandb", "wandb", "offline-run-*", "*.wandb"))]
+    # Beside the trials' runs: the W&B folder their records name (the copied sweep's original one).
+    trials_wandb = os.path.join(smoke_sweep[1], "wandb", "wandb", "offline-run-*", "*.wandb")
+    runs = [summarize(f) for f in glob.glob(trials_wandb)]
     (stage,) = [r for r in runs if r["run"]["job_type"] == "compress"]
     assert stage["run"]["group"] == "smoke" and stage["run"]["name"] == "smoke-compress"
     for table in ("compress", "degradation_laws", "memory_answer"):
         assert stage["summary"][f"{table}/_type"] == "table-file"
     assert stage["summary"]["compress/nrows"] == len(run.table)
     assert any(k.startswith("plots/compress_memory/") for k in stage["summary"])
-    assert grep_tree(str(tmp), FAKE_SECRETS.values()) == []
+    assert grep_tree(str(tmp), FAKE_SECRETS.values()) == grep_tree(str(smoke_sweep[1]), FAKE_SECRETS.values()) == []
 
 
 def test_a_rerun_evaluates_nothing_twice_and_added_settings_only(compressed):
@@ -112,13 +111,13 @@ def test_a_rerun_evaluates_nothing_twice_and_added_settings_only(compressed):
     assert {p: os.stat(p).st_mtime_ns for p in rows} == stamps
 
 
-def test_cells_without_weights_are_named_before_anything_is_evaluated(compressed, tmp_path):
+def test_cells_without_weights_are_named_before_anything_is_evaluated(compressed, smoke_sweep, tmp_path):
     from llm_ray.compress import run_on_sweep
 
     _, sweep_dir, _ = compressed
     copy = os.path.join(tmp_path, "smoke")
     shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("compress", "tune", "compress*"))
-    cells = sorted(os.listdir(os.path.join(copy, "cells")))
+    cells = sorted(smoke_sweep[0]["plan"].cells)
     os.remove(os.path.join(copy, "cells", cells[0], "weights.pt"))
     with pytest.raises(ValueError, match=rf"1 of {len(cells)} finished cells .* no saved weights.*{cells[0]}.*"
                                          r"move those cells' directories"):

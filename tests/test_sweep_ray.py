@@ -16,28 +16,16 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import CONF, ROOT, FAKE_SECRETS, grep_tree
+from conftest import CONF, ROOT, FAKE_SECRETS, SMOKE, copy_sweep, grep_tree
 from wandb_reader import summarize
 
 pytestmark = pytest.mark.ray
-# The smoke preset, a little smaller: 2 budgets x 3 sizes of 14k-87k parameters.
-SMOKE = ["sweep=smoke", "fit.n_bootstrap=20", "trainer.eval_every=40", "trainer.log_every=40"]
 
 
 def compose_sweep(*overrides):
     from llm_ray.cli import compose_sweep as compose
 
     return compose(*overrides)
-
-
-@pytest.fixture(scope="module")
-def smoke_sweep(ray_cluster, tmp_path_factory):
-    """One smoke sweep shared by the tests below (those that write into it copy it first)."""
-    from llm_ray.sweep import run_sweep
-
-    tmp_path = tmp_path_factory.mktemp("smoke")
-    return run_sweep(*compose_sweep(*SMOKE, "sweep.replicate_minima=1", f"trainer.storage_path={tmp_path}",
-                                   "wandb.mode=offline")), tmp_path
 
 
 def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
@@ -99,13 +87,10 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
 def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_sweep, tmp_path):
     """sweep.validate_flops on a finished sweep: forecasts registered before the held-out run trains,
     the run kept out of the fit, compared in the report; a second call trains nothing."""
-    import shutil
-
     from llm_ray.stages.validate import run_validation
 
     out, _ = smoke_sweep
-    sweep_dir = str(tmp_path / "smoke")
-    shutil.copytree(out["sweep_dir"], sweep_dir)
+    sweep_dir = copy_sweep(out["sweep_dir"], tmp_path)
     fit_before = open(os.path.join(sweep_dir, "fit.json")).read()
     # 2x the smoke sweep's top budget (the default validates at 4x; half the cost checks the same mechanism)
     checks = run_validation(sweep_dir, [3e11], log=print)
