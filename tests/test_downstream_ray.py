@@ -1,5 +1,5 @@
-"""The downstream stage for real: a tiny sweep trained by Ray Tune + Ray Train, then every cell
-fine-tuned as a Tune trial on a labelled task, with the baselines, the fits and the report."""
+"""The downstream stage for real: the session's smoke sweep trained by Ray Tune + Ray Train, then every
+cell fine-tuned as a Tune trial on a labelled task, with the baselines, the fits and the report."""
 
 from __future__ import annotations
 
@@ -14,16 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import CONF, ROOT, FAKE_SECRETS, TEST_DATA, grep_tree
+from conftest import CONF, ROOT, FAKE_SECRETS, SMOKE, copy_sweep, grep_tree
 from test_downstream_data import separable_task, write_jsonl
 from wandb_reader import summarize
 
 pytestmark = pytest.mark.ray
-# 2 budgets x 2 shapes of 1-layer models on the stdlib slice: 4 cells of ~20-40 steps.
-SWEEP = ["model=tiny", *TEST_DATA, "sweep.name=ds", "sweep.replicate_minima=0", "sweep.budgets=[1e10,2e10]",
-         "sweep.shapes=[{n_layer:1,d_model:16,n_head:2},{n_layer:1,d_model:32,n_head:2}]",
-         "sweep.min_tokens=1e4", "sweep.tokens_per_param=[0.1,1000]", "trainer.eval_every=1000",
-         "trainer.log_every=1000", "trainer.eval_tokens=8192", "fit.n_bootstrap=20", "fit.predict_flops=[1e11]"]
 
 
 def downstream_overrides(path: str) -> list:
@@ -40,13 +35,15 @@ def task_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sweep_dir(ray_cluster, tmp_path_factory):
-    from llm_ray.cli import compose_sweep
-    from llm_ray.sweep import run_sweep
+def sweep_dir(smoke_sweep, tmp_path_factory):
+    """A copy of the session's smoke sweep (2 budgets x 3 sizes, 16.8k-87.4k parameters)."""
+    return copy_sweep(smoke_sweep[0]["sweep_dir"], tmp_path_factory.mktemp("downstream"))
 
-    root = tmp_path_factory.mktemp("sweep")
-    out = run_sweep(*compose_sweep(*SWEEP, f"trainer.storage_path={root}", "wandb.mode=offline"), log=lambda *a: None)
-    return out["sweep_dir"]
+
+@pytest.fixture
+def plan_cells(smoke_sweep) -> list:
+    """The plan's cells, all finished ok (the stage leaves the seed replicates out)."""
+    return sorted(smoke_sweep[0]["plan"].cells)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +52,7 @@ def first_run(sweep_dir, task_path):
     from llm_ray.downstream import run_on_sweep
 
     lines = []
-    cfg = compose("sweep", [*SWEEP, *downstream_overrides(task_path), "wandb.mode=offline"])
+    cfg = compose("sweep", [*SMOKE, *downstream_overrides(task_path), "wandb.mode=offline"])
     run_on_sweep(sweep_dir, cfg, log=lines.append)
     return lines
 
@@ -64,16 +61,15 @@ def results(sweep_dir: str) -> dict:
     return {p: open(p).read() for p in glob.glob(os.path.join(sweep_dir, "downstream", "*", "runs", "*", "result.json"))}
 
 
-def test_every_cell_is_fine_tuned_beside_the_baselines_and_reported(sweep_dir, first_run):
+def test_every_cell_is_fine_tuned_beside_the_baselines_and_reported(sweep_dir, first_run, plan_cells, smoke_sweep):
     df = pd.read_parquet(os.path.join(sweep_dir, "downstream.parquet"))
     assert {"cell_id", "params", "flops", "task", "accuracy", "accuracy_lo", "accuracy_hi", "macro_f1"} <= set(df)
     cells = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
     final = cells[cells["final"]].set_index("cell_id")
-    ok = final[final["status"] == "ok"]
-    assert len(ok) >= 3, final[["status", "reason"]]  # the sigmoid needs 3 cells
-    assert df["kind"].value_counts().to_dict() == {"pretrained": len(ok), "scratch": 2, "baseline": 2}
+    sizes = {c.split("-")[1] for c in plan_cells}  # C5e10-N16.8k-<key>
+    assert df["kind"].value_counts().to_dict() == {"pretrained": len(plan_cells), "scratch": len(sizes), "baseline": 2}
+    assert set(df[df["kind"] == "pretrained"]["cell_id"]) == set(plan_cells)
     assert set(df["task"]) == {"jsonl"} and (df["n_test"] == 100).all()
-    sizes = {c.split("-")[1] for c in df[df["kind"] == "pretrained"]["cell_id"]}  # C1e10-N18.5k-<key>
     assert set(df[df["kind"] == "scratch"]["cell_id"]) == {f"scratch-{n}" for n in sizes}
     assert ((df["accuracy_lo"] <= df["accuracy"]) & (df["accuracy"] <= df["accuracy_hi"])).all()
     row = df.set_index("cell_id")
@@ -89,11 +85,12 @@ def test_every_cell_is_fine_tuned_beside_the_baselines_and_reported(sweep_dir, f
     # Each fine-tune was a Tune trial in a worker process, not the driver.
     pids = {json.loads(t)["pid"] for t in results(sweep_dir).values()}
     assert os.getpid() not in pids
-    runs = [summarize(f) for f in glob.glob(os.path.join(os.path.dirname(sweep_dir), "wandb", "wandb",
-                                                         "offline-run-*", "*.wandb"))]
-    (down,) = [r for r in runs if r["run"]["job_type"] == "downstream"]
-    assert down["run"]["group"] == "ds" and down["summary"]["downstream/_type"] == "table-file"
-    assert grep_tree(os.path.dirname(sweep_dir), FAKE_SECRETS.values()) == []
+    # Beside the trials' runs: the W&B folder their records name (the copied sweep's original one).
+    trials_wandb = os.path.join(smoke_sweep[1], "wandb", "wandb", "offline-run-*", "*.wandb")
+    (down,) = [r for r in map(summarize, glob.glob(trials_wandb)) if r["run"]["job_type"] == "downstream"]
+    assert down["run"]["group"] == "smoke" and down["summary"]["downstream/_type"] == "table-file"
+    for root in (os.path.dirname(sweep_dir), smoke_sweep[1]):
+        assert grep_tree(str(root), FAKE_SECRETS.values()) == []
 
 
 def test_a_rerun_fine_tunes_nothing_twice(sweep_dir, task_path, first_run):
@@ -110,23 +107,18 @@ def test_a_rerun_fine_tunes_nothing_twice(sweep_dir, task_path, first_run):
     assert results(sweep_dir) == before
 
 
-def ok_cells(sweep_dir: str) -> list:
-    cells = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
-    return sorted(cells[cells["final"] & (cells["status"] == "ok")]["cell_id"])
-
-
 def copy_of(sweep_dir: str, tmp_path) -> str:
     dst = str(tmp_path / "copy")
     shutil.copytree(sweep_dir, dst, ignore=shutil.ignore_patterns("downstream*", "tune"))
     return dst
 
 
-def test_cells_without_saved_weights_are_refused_before_any_trial(sweep_dir, tmp_path, task_path):
+def test_cells_without_saved_weights_are_refused_before_any_trial(sweep_dir, tmp_path, task_path, plan_cells):
     from llm_ray.finetune.config import DownstreamConfig
     from llm_ray.stages.downstream import run_downstream
 
     d = copy_of(sweep_dir, tmp_path)
-    victim = os.path.join(d, "cells", ok_cells(d)[0], "weights.pt")
+    victim = os.path.join(d, "cells", plan_cells[0], "weights.pt")
     os.remove(victim)
     cfg = DownstreamConfig(task="jsonl", path=task_path, n_train=96, n_test=100, max_ci_halfwidth=0.1, max_tokens=32)
     with pytest.raises(ValueError, match=rf"1 of \d finished cells .* have no saved weights.*{victim.split(os.sep)[-2]}.*trainer.save_weights"):
@@ -134,17 +126,17 @@ def test_cells_without_saved_weights_are_refused_before_any_trial(sweep_dir, tmp
     assert not os.path.exists(os.path.join(d, "downstream"))
 
 
-def test_a_checkpoint_of_another_vocabulary_is_refused(sweep_dir, tmp_path, task_path):
+def test_a_checkpoint_of_another_vocabulary_is_refused(sweep_dir, tmp_path, task_path, plan_cells):
     from llm_ray.core.config import ModelConfig
     from llm_ray.finetune.config import DownstreamConfig
     from llm_ray.stages.downstream import run_downstream
     from llm_ray.training.model import Transformer
 
     d = copy_of(sweep_dir, tmp_path)
-    victim = os.path.join(d, "cells", ok_cells(d)[-1], "weights.pt")
-    torch.save(Transformer(ModelConfig(n_layer=1, d_model=16, n_head=2, seq_len=64, vocab_size=512)).state_dict(), victim)
+    victim = os.path.join(d, "cells", plan_cells[-1], "weights.pt")
+    torch.save(Transformer(ModelConfig(n_layer=1, d_model=16, n_head=2, seq_len=64, vocab_size=256)).state_dict(), victim)
     cfg = DownstreamConfig(task="jsonl", path=task_path, n_train=96, n_test=100, max_ci_halfwidth=0.1, max_tokens=32)
-    with pytest.raises(ValueError, match=rf"cell {victim.split(os.sep)[-2]}: tokenizer/vocabulary mismatch.*1024 tokens.*512 rows"):
+    with pytest.raises(ValueError, match=rf"cell {victim.split(os.sep)[-2]}: tokenizer/vocabulary mismatch.*512 tokens.*256 rows"):
         run_downstream(d, cfg)
     assert not os.path.exists(os.path.join(d, "downstream"))
 
