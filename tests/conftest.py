@@ -26,7 +26,7 @@ CONF = os.path.join(ROOT, "llm_ray", "conf")
 
 # Small real-text corpus for integration tests: the stdlib slice is read once and cached.
 TEST_DATA = ["data.max_bytes=2000000", "data.vocab_size=1024"]
-# The smoke preset, a little smaller: 2 budgets x 3 sizes of 14k-87k parameters.
+# The smoke preset: 2 budgets x 3 sizes of 16.8k-87.4k parameters.
 SMOKE = ["sweep=smoke", "fit.n_bootstrap=20", "trainer.eval_every=40", "trainer.log_every=40"]
 
 
@@ -63,7 +63,9 @@ def smoke_sweep(ray_cluster, tmp_path_factory):
 
 
 def copy_sweep(sweep_dir: str, storage_path) -> str:
-    """A finished sweep's directory copied under another storage path (its own W&B folder too)."""
+    """A finished sweep's directory copied under another storage path. A stage run on the copy writes
+    its tables beside the copy; its W&B run goes beside the trials' runs (the folder the cells' records
+    name), as on a user's sweep."""
     import shutil
 
     dst = os.path.join(storage_path, os.path.basename(sweep_dir))
