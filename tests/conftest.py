@@ -62,14 +62,14 @@ def smoke_sweep(ray_cluster, tmp_path_factory):
                                    "wandb.mode=offline")), tmp_path
 
 
-def copy_sweep(sweep_dir: str, storage_path) -> str:
+def copy_sweep(sweep_dir: str, storage_path, leave_out: tuple = ()) -> str:
     """A finished sweep's directory copied under another storage path. A stage run on the copy writes
     its tables beside the copy; its W&B run goes beside the trials' runs (the folder the cells' records
-    name), as on a user's sweep."""
+    name), as on a user's sweep. leave_out: glob patterns of what not to copy (a stage's outputs)."""
     import shutil
 
     dst = os.path.join(storage_path, os.path.basename(sweep_dir))
-    shutil.copytree(sweep_dir, dst)
+    shutil.copytree(sweep_dir, dst, ignore=shutil.ignore_patterns(*leave_out))
     return dst
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import subprocess
 import sys
 
@@ -115,8 +114,7 @@ def test_cells_without_weights_are_named_before_anything_is_evaluated(compressed
     from llm_ray.compress import run_on_sweep
 
     _, sweep_dir, _ = compressed
-    copy = os.path.join(tmp_path, "smoke")
-    shutil.copytree(sweep_dir, copy, ignore=shutil.ignore_patterns("compress", "tune", "compress*"))
+    copy = copy_sweep(sweep_dir, tmp_path, leave_out=("compress*", "tune"))
     cells = sorted(smoke_sweep[0]["plan"].cells)
     os.remove(os.path.join(copy, "cells", cells[0], "weights.pt"))
     with pytest.raises(ValueError, match=rf"1 of {len(cells)} finished cells .* no saved weights.*{cells[0]}.*"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -66,6 +65,7 @@ def test_every_cell_is_fine_tuned_beside_the_baselines_and_reported(sweep_dir, f
     assert {"cell_id", "params", "flops", "task", "accuracy", "accuracy_lo", "accuracy_hi", "macro_f1"} <= set(df)
     cells = pd.read_parquet(os.path.join(sweep_dir, "results.parquet"))
     final = cells[cells["final"]].set_index("cell_id")
+    assert len(plan_cells) >= 3  # the sigmoid needs 3 cells
     sizes = {c.split("-")[1] for c in plan_cells}  # C5e10-N16.8k-<key>
     assert df["kind"].value_counts().to_dict() == {"pretrained": len(plan_cells), "scratch": len(sizes), "baseline": 2}
     assert set(df[df["kind"] == "pretrained"]["cell_id"]) == set(plan_cells)
@@ -107,17 +107,11 @@ def test_a_rerun_fine_tunes_nothing_twice(sweep_dir, task_path, first_run):
     assert results(sweep_dir) == before
 
 
-def copy_of(sweep_dir: str, tmp_path) -> str:
-    dst = str(tmp_path / "copy")
-    shutil.copytree(sweep_dir, dst, ignore=shutil.ignore_patterns("downstream*", "tune"))
-    return dst
-
-
 def test_cells_without_saved_weights_are_refused_before_any_trial(sweep_dir, tmp_path, task_path, plan_cells):
     from llm_ray.finetune.config import DownstreamConfig
     from llm_ray.stages.downstream import run_downstream
 
-    d = copy_of(sweep_dir, tmp_path)
+    d = copy_sweep(sweep_dir, tmp_path, leave_out=("downstream*", "tune"))
     victim = os.path.join(d, "cells", plan_cells[0], "weights.pt")
     os.remove(victim)
     cfg = DownstreamConfig(task="jsonl", path=task_path, n_train=96, n_test=100, max_ci_halfwidth=0.1, max_tokens=32)
@@ -132,7 +126,7 @@ def test_a_checkpoint_of_another_vocabulary_is_refused(sweep_dir, tmp_path, task
     from llm_ray.stages.downstream import run_downstream
     from llm_ray.training.model import Transformer
 
-    d = copy_of(sweep_dir, tmp_path)
+    d = copy_sweep(sweep_dir, tmp_path, leave_out=("downstream*", "tune"))
     victim = os.path.join(d, "cells", plan_cells[-1], "weights.pt")
     torch.save(Transformer(ModelConfig(n_layer=1, d_model=16, n_head=2, seq_len=64, vocab_size=256)).state_dict(), victim)
     cfg = DownstreamConfig(task="jsonl", path=task_path, n_train=96, n_test=100, max_ci_halfwidth=0.1, max_tokens=32)
