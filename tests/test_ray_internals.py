@@ -22,8 +22,19 @@ def test_ray_train_report_loggers_are_where_the_training_loop_quiets_them():
 
 
 def test_placement_group_cleaner_logger_names_a_real_module():
-    name = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+    from llm_ray.training.worker_setup import PLACEMENT_GROUP_CLEANER_LOGGER as name
+
     assert importlib.import_module(name).__name__ == name  # the logger quiet_local_workers silences
+
+
+def test_the_worker_setup_hook_imports_nothing_heavy():
+    """Ray runs the hook in every worker process it starts: importing it must not pull in pandas, scipy,
+    torch or the rest of llm-ray (it once cost each worker ~1.4 s of CPU)."""
+    code = ("import sys; import llm_ray.training.worker_setup as w; w.quiet_local_workers(); "
+            "print(sorted(m for m in ('pandas', 'scipy', 'torch', 'deepspeed', 'llm_ray.io', 'llm_ray.core') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_tune_still_propagates_aws_credentials_through_the_set_llm_ray_edits():

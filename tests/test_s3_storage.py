@@ -1,5 +1,6 @@
 """Storage on S3, against moto's S3 server on loopback: one URL for checkpoints, results, the token
-cache and reports; a sweep killed and resumed on S3; no credential in anything written.
+cache and reports; a sweep killed and resumed on S3 (with a budget added on resume); no credential in
+anything written.
 
 moto[server]==5.2.5 is pinned in the dev extras: older servers answer CompleteMultipartUpload with
 an XML element pyarrow (Ray's storage layer) rejects (STACK-NOTES). Credentials and the endpoint
@@ -23,10 +24,11 @@ import pytest
 from conftest import ACCESS_KEY_ID, BUCKET, FAKE_SECRETS, grep_tree, processes_using, s3fs_fresh
 
 SECRETS = [FAKE_SECRETS["AWS_SECRET_ACCESS_KEY"], FAKE_SECRETS["WANDB_API_KEY"], ACCESS_KEY_ID]
-# The smoke preset cut to one budget and two sizes (46k and 87k parameters, 42 and 23 steps), one
-# cell at a time, so the kill lands after the first; cells on Ray Train workers (not in-process), so
-# their checkpoints every 20 steps go to S3 through Ray's pyarrow filesystem.
-SWEEP = ["sweep=smoke", "sweep.budgets=[3e10]", "sweep.sizes=[3.5e4,9e4]",
+# The smoke preset cut to two sizes (46k and 87k parameters, 42 and 23 steps at 3e10), one cell at a
+# time, so the kill lands after the first; cells on Ray Train workers (not in-process), so their
+# checkpoints every 20 steps go to S3 through Ray's pyarrow filesystem. The resumed run adds a budget
+# (1.5e10: one more cell, 46k; its 87k cell falls below sweep.tokens_per_param).
+SWEEP = ["sweep=smoke", "sweep.sizes=[3.5e4,9e4]",
          "sweep.max_concurrent_trials=1", "sweep.train_in_process=false", "fit.n_bootstrap=20",
          "data.max_bytes=2000000", "trainer.eval_tokens=16384", "trainer.eval_every=40", "trainer.log_every=40",
          "trainer.checkpoint_every=20", "wandb.mode=offline"]
@@ -104,13 +106,15 @@ def test_sweep_on_s3_killed_and_resumed_keeps_finished_cells_and_leaks_no_secret
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(s3, PYTHONUNBUFFERED="1", RAY_TMPDIR=ray_tmp, LLM_RAY_TOKEN_CACHE=str(tokens),
                WANDB_API_KEY=FAKE_SECRETS["WANDB_API_KEY"], WANDB_MODE="offline")
-    args = [sys.executable, "-m", "llm_ray.sweep", *SWEEP, f"trainer.storage_path={store}",
-            f"hydra.run.dir={work}/hydra"]
+    def args(budgets):
+        return [sys.executable, "-m", "llm_ray.sweep", *SWEEP, f"sweep.budgets={budgets}",
+                f"trainer.storage_path={store}", f"hydra.run.dir={work}/hydra"]
+
     try:
         # Run 1, killed (SIGKILL, the whole process group) once a cell has its result on S3.
         t0 = time.time()
         with open(work / "run1.log", "wb") as log:
-            proc = subprocess.Popen(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(args("[3e10]"), cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             finished = []
             while not finished and proc.poll() is None and time.time() - t0 < 300:
@@ -126,10 +130,11 @@ def test_sweep_on_s3_killed_and_resumed_keeps_finished_cells_and_leaks_no_secret
                     s3fs_fresh().cat_file(f"{sweep_key}/cells/{c}/result.json")) for c in finished}
         assert f"{sweep_key}/results.parquet" not in objects(sweep_key)
 
-        # Run 2: the same command trains only what run 1 did not finish.
+        # Run 2: the same command with one more budget trains only what run 1 did not finish, and the new
+        # budget's cell.
         t1 = time.time()
         with open(work / "run2.log", "wb") as log:
-            rc = subprocess.run(args, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+            rc = subprocess.run(args("[3e10,1.5e10]"), cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 timeout=400, start_new_session=True).returncode
         run2 = (work / "run2.log").read_text()
         assert rc == 0, run2[-6000:]
@@ -138,7 +143,7 @@ def test_sweep_on_s3_killed_and_resumed_keeps_finished_cells_and_leaks_no_secret
         for p in processes_using(ray_tmp):
             p.kill()
     n = len(finished)
-    assert f"sweep: {n} cells already finished (kept), {2 - n} to train" in run2
+    assert f"sweep: {n} cells already finished (kept), {3 - n} to train" in run2
     after = objects(sweep_key)
     for c, (etag, text) in kept.items():
         key = f"{sweep_key}/cells/{c}/result.json"
@@ -152,16 +157,18 @@ def test_sweep_on_s3_killed_and_resumed_keeps_finished_cells_and_leaks_no_secret
     assert [k for k in objects(f"{BUCKET}/runs/data-cache") if "/train/" in k and k.endswith(".bin")]
     with s3fs_fresh().open(f"{sweep_key}/results.parquet", "rb") as f:
         df = pd.read_parquet(f)
-    assert df["cell_id"].nunique() == 2 and set(df["status"]) == {"ok"}
+    assert df["cell_id"].nunique() == 3 and set(df["status"]) == {"ok"}
+    assert any(c.startswith("C1.5e10") for c in df["cell_id"]) and not any(c.startswith("C1.5e10") for c in finished)
     assert os.listdir(tokens), "workers did not read the shards through their node-local copy"
 
     # Results name S3 paths only, never a node-local one; no credential in any object or log.
     local_roots = [str(tmp_path), ray_tmp, os.path.expanduser("~"), os.getcwd()]
-    blobs = {k: s3fs_fresh().cat_file(k) for k in after}
+    fs = s3fs_fresh()
+    blobs = {k: fs.cat_file(k) for k in after}
     records = {k: b for k, b in blobs.items()
                if k.rsplit("/", 1)[-1] in ("result.json", "metrics.json", "plan.json", "results.csv",
                                            "fit.json", "report.md", "manifest.json")}
-    assert len(records) >= 2 * 2 + 4
+    assert len(records) >= 3 * 2 + 4
     for k, b in records.items():
         assert not [r for r in local_roots if r.encode() in b], (k, b[:2000])
     assert [k for k, b in blobs.items() if any(s.encode() in b for s in SECRETS)] == []

@@ -76,20 +76,6 @@ def resolve_paths(job: TrainJobConfig) -> TrainJobConfig:
                                data=data, wandb=wandb)
 
 
-def quiet_local_workers() -> None:
-    """Ray worker set-up hook for local clusters. They run without the dashboard (it costs a
-    fifth of a core at idle), so Ray Train's PlacementGroupCleaner cannot reach the state API and
-    would print a warning every second for the whole run; its job (freeing a dead controller's
-    placement group) is moot when the cluster lives and dies with the driver.
-
-    The logger's name is Ray's private module path (checked against Ray 2.60.0);
-    tests/test_ray_internals.py fails loudly if it moves."""
-    import logging
-
-    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(
-        logging.ERROR)
-
-
 def init_ray(job: TrainJobConfig) -> None:
     """Join the cluster Ray's convention names (`resources.address`, else RAY_ADDRESS: a driver
     run by `ray job submit` joins its cluster), or start a local cluster sized for a driver + workers."""
@@ -135,7 +121,7 @@ def start_local_cluster(job: TrainJobConfig, env_vars: dict) -> None:
     try:
         ray.init(address="local", num_cpus=job.resources.local_num_cpus or (os.cpu_count() or 1) + 1,
                  include_dashboard=False, log_to_driver=True, runtime_env={
-                     "env_vars": env_vars, "worker_process_setup_hook": "llm_ray.training.launch.quiet_local_workers"})
+                     "env_vars": env_vars, "worker_process_setup_hook": "llm_ray.training.worker_setup.quiet_local_workers"})
     finally:
         auth_log.setLevel(level)
 
