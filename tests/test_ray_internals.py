@@ -1,5 +1,6 @@
-"""The places llm-ray reaches into Ray's private modules (checked against Ray 2.60.0) still
-exist: if Ray moves one, this fails loudly here instead of the patch silently doing nothing."""
+"""The places llm-ray reaches into Ray's and DeepSpeed's private modules (checked against Ray 2.60.0
+and DeepSpeed 0.19.8) still exist: if one moves, this fails loudly here instead of the patch silently
+doing nothing."""
 
 from __future__ import annotations
 
@@ -67,3 +68,17 @@ def test_token_auth_warning_comes_from_the_logger_a_local_start_quiets():
         logger.removeHandler(handler)
     assert [r.levelno for r in seen] == [logging.WARNING]
     assert "Token authentication is enabled" in seen[0].getMessage()
+
+
+def test_deepspeed_process_group_caches_are_where_a_reused_trial_process_clears_them():
+    """engine.forget_earlier_process_group resets these by name before each run adopts Ray's new group."""
+    import deepspeed.comm.comm as ds_comm
+    from deepspeed.utils import groups
+
+    from llm_ray.training.engine import DEEPSPEED_GROUP_CACHES, forget_earlier_process_group
+
+    assert hasattr(ds_comm, "cdb")
+    assert [name for name in DEEPSPEED_GROUP_CACHES if not hasattr(groups, name)] == []
+    groups._WORLD_GROUP, groups._EXPERT_PARALLEL_GROUP = object(), {"ep_size_1": object()}
+    forget_earlier_process_group()
+    assert groups._WORLD_GROUP is None and groups._EXPERT_PARALLEL_GROUP == {} and ds_comm.cdb is None

@@ -83,6 +83,26 @@ def test_smoke_sweep_trains_every_cell_fits_and_reports(smoke_sweep):
     assert grep_tree(str(tmp_path), FAKE_SECRETS.values()) == []
 
 
+def test_a_cell_in_a_reused_trial_process_trains_exactly_as_in_a_fresh_one(ray_cluster, tmp_path):
+    """Tune reuses a sweep's trial processes (reuse_actors): the second cell of a one-at-a-time sweep
+    runs in the first one's process, after its process group and DeepSpeed's cache of it are gone,
+    and reaches the loss that cell reaches alone in a fresh process, to the last bit."""
+    from llm_ray.sweep import run_sweep
+
+    grid = [*SMOKE, "sweep.budgets=[5e10]", "sweep.max_concurrent_trials=1", "wandb.mode=disabled"]
+    two = run_sweep(*compose_sweep(*grid, "sweep.sizes=[3.5e4,9e4]", f"trainer.storage_path={tmp_path}/two"))
+    trials = sorted(((json.load(open(os.path.join(two["sweep_dir"], "cells", c, "trial.json"))), c)
+                     for c in two["plan"].cells), key=lambda t: t[0]["t_trial_start"])
+    (first, _), (second, reused) = trials  # in the order they trained
+    assert second["pid"] == first["pid"]  # the same process ran both
+    size = {"N46k": "3.5e4", "N87.4k": "9e4"}[reused.split("-")[1]]
+    alone = run_sweep(*compose_sweep(*grid, f"sweep.sizes=[{size}]", f"trainer.storage_path={tmp_path}/alone"))
+    assert list(alone["plan"].cells) == [reused]
+    a, b = (json.load(open(os.path.join(out["sweep_dir"], "cells", reused, "result.json"))) for out in (two, alone))
+    assert a["status"] == b["status"] == "ok"
+    assert a["final_val_loss"] == b["final_val_loss"] and a["final_train_loss"] == b["final_train_loss"]
+
+
 def test_held_out_validation_registers_first_trains_apart_and_resumes(smoke_sweep, tmp_path):
     """sweep.validate_flops on a finished sweep: forecasts registered before the held-out run trains,
     the run kept out of the fit, compared in the report; a second call trains nothing."""

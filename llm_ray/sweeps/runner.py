@@ -220,11 +220,11 @@ def tune_cells(trials: list[dict], stage_dir: str, concurrency: int, *, n_total:
         # The trials in order, each once what it needs exists (BranchTrials). Tune resolves objects
         # in a config only inside the trial: what the driver reads (name, progress, resources)
         # stays in plain values beside the spec.
-        # A fresh process per trial: an in-process cell leaves DeepSpeed's module-level state (its
-        # cached process groups) behind, which the next cell's new process group would not match.
+        # Trial processes are reused (no new process and no torch/DeepSpeed imports per cell):
+        # each run drops the process group DeepSpeed cached from the last (engine.init_distributed).
         tune_config=tune.TuneConfig(search_alg=BranchTrials(trials, log=log), num_samples=len(trials),
                                     max_concurrent_trials=concurrency, trial_name_creator=trial_name,
-                                    trial_dirname_creator=trial_name, reuse_actors=False),
+                                    trial_dirname_creator=trial_name, reuse_actors=True),
         run_config=tune.RunConfig(name="tune", storage_path=tune_path, storage_filesystem=tune_fs,
                                   callbacks=[progress], verbose=0),
     )
@@ -246,6 +246,7 @@ def run_cell(config: dict) -> None:
     sweep goes on and the fit excludes the cell with its reason."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from llm_ray.training.engine import release_process_group
     from llm_ray.training.launch import build_trainer
 
     t_trial_start = time.time()
@@ -255,6 +256,9 @@ def run_cell(config: dict) -> None:
     except Exception as err:  # noqa: BLE001 - any training failure is a result of the sweep
         record = RunRecord.failed(spec.job.trainer.name, f"{type(err).__name__}: {err}", spec.cell)
         storage.write_json(storage.join(spec.run_dir, "result.json"), record.to_json())
+    finally:
+        if spec.in_process:  # the process may run the next cell (reuse_actors)
+            release_process_group()
     # Trial-level timing, for the overhead benchmark (bench/bench_sweep.py).
     storage.write_json(storage.join(spec.run_dir, "trial.json"),
                        {"t_trial_start": t_trial_start, "t_trial_end": time.time(), "pid": os.getpid()})

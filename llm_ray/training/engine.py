@@ -149,7 +149,41 @@ def init_distributed(use_gpu: bool) -> None:
     with same_ops_build():
         import deepspeed
 
+        forget_earlier_process_group()
         deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+
+
+def forget_earlier_process_group() -> None:
+    """Drop the process group DeepSpeed cached, at module level, from an earlier run in this process.
+
+    A sweep reuses its trial processes (Tune's reuse_actors): an in-process cell gets a new process
+    group from Ray, and DeepSpeed's cached backend (deepspeed.comm.comm.cdb) and groups
+    (deepspeed.utils.groups) would still name the last cell's destroyed one ("Group ... is not
+    registered"). In a fresh process they are empty already. Private names, checked against
+    DeepSpeed 0.19.8; tests/test_ray_internals.py fails loudly if they move."""
+    import deepspeed.comm.comm as ds_comm
+    from deepspeed.utils import groups
+
+    ds_comm.cdb = None
+    for name in DEEPSPEED_GROUP_CACHES:
+        value = getattr(groups, name)
+        setattr(groups, name, {} if isinstance(value, dict) else None)
+
+
+# deepspeed.utils.groups' module-level caches of process groups (dicts: per expert-parallel size).
+DEEPSPEED_GROUP_CACHES = ("_WORLD_GROUP", "_DATA_PARALLEL_GROUP", "_ZERO_PARAM_INTRA_PARALLEL_GROUP", "mpu",
+                          "mesh_device", "_EXPERT_PARALLEL_GROUP", "_EXPERT_PARALLEL_GROUP_RANKS",
+                          "_EXPERT_DATA_PARALLEL_GROUP", "_EXPERT_DATA_PARALLEL_GROUP_RANKS", "_ALL_TO_ALL_GROUP",
+                          "_TENSOR_MODEL_PARALLEL_GROUP", "_MODEL_PARALLEL_GROUP")
+
+
+def release_process_group() -> None:
+    """Destroy this process's torch process group if a run left one (an in-process cell that failed
+    before Ray's local mode tore it down), so the next cell in the process can make its own."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def save(engine, directory: str, client_state: dict) -> None:
