@@ -42,6 +42,7 @@ bench: setup
 	$(PY) bench/bench_sweep.py
 	$(PY) bench/bench_step_options.py
 	$(PY) bench/bench_worker_start.py
+	$(PY) bench/bench_trial_reuse.py
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_wsd.py
 	$(PY) bench/bench_compare.py
