@@ -1,6 +1,6 @@
 """A sweep with its Tune trial processes reused (llm-ray's setting) against a new process per trial.
 
-    python bench/bench_trial_reuse.py [--budgets 5e10,1.5e11]
+    python bench/bench_trial_reuse.py [--budgets 5e10,1.5e11] [override ...]   # e.g. model=llama
 
 The smoke grid (3 sizes x the given budgets, 1-worker cells in their trial's process, as many at a
 time as the machine has slots) trained twice in one run, each sweep in its own process and its own
@@ -36,10 +36,10 @@ main()
 """
 
 
-def sweep(label: str, budgets: str) -> dict:
+def sweep(label: str, budgets: str, overrides: list) -> dict:
     storage = tempfile.mkdtemp(prefix=f"llm-ray-bench-reuse-{label}-")
     args = ["sweep=smoke", f"sweep.budgets=[{budgets}]", "fit.n_bootstrap=20", "wandb.mode=disabled",
-            f"trainer.storage_path={storage}", f"hydra.run.dir={storage}/hydra"]
+            f"trainer.storage_path={storage}", f"hydra.run.dir={storage}/hydra", *overrides]
     t0 = time.time()
     proc = subprocess.run([sys.executable, "-c", DRIVER, label, *args], cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - t0
@@ -55,8 +55,9 @@ def sweep(label: str, budgets: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--budgets", default="5e10,1.5e11")
+    ap.add_argument("overrides", nargs="*", help="more Hydra overrides for both sweeps")
     args = ap.parse_args()
-    runs = {label: sweep(label, args.budgets) for label in ("reused", "fresh")}
+    runs = {label: sweep(label, args.budgets, args.overrides) for label in ("reused", "fresh")}
     for label, r in runs.items():
         print(f"{label:7s} {len(r['losses'])} cells in {r['processes']} trial processes: sweep wall {r['wall']:.1f} s, "
               f"trials {r['trial_s']:.1f} s")

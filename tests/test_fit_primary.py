@@ -87,6 +87,12 @@ def test_the_interval_adds_the_scaled_backtest_error_and_the_noise_in_quadrature
     assert 3.0 - lo == pytest.approx(math.sqrt(0.04 ** 2 + 0.03 ** 2 + (z * 0.02) ** 2))
 
 
+def test_an_interval_with_an_astronomical_side_stays_that_wide_without_overflow():
+    # Seen in a 6-cell sweep: one bootstrap bound of approach 3 at 1.07e213 nats (a degenerate refit).
+    lo, hi = widen(2.297, (2.254, 1.0658784503886625e213), rel_error=0.01, noise_sd=0.02)
+    assert hi == pytest.approx(1.0658784503886625e213) and 2.2 < lo < 2.254
+
+
 def test_the_backtest_error_grows_with_how_far_the_forecast_carries_the_law():
     assert extrapolation_scale(4e20, 1e20, 10 ** 19.5) == pytest.approx(math.log(4) / math.log(10 ** 0.5))
     assert extrapolation_scale(1e21, 1e20, 10 ** 19.5) == pytest.approx(2.0)

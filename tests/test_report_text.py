@@ -38,3 +38,10 @@ def test_verdict_names_the_approach_whose_interval_holds_the_measurement():
 def test_verdict_says_when_no_interval_holds_the_measurement():
     lines = verdict_lines([check("approach3", 3.30, 3.25, 3.35, 3.05)], "approach3")
     assert any("No approach's interval holds the measured loss" in line for line in lines)
+
+
+def test_an_astronomical_interval_bound_is_written_in_a_few_digits():
+    from llm_ray.reporting.text import with_interval
+
+    assert with_interval(2.2973, (2.2537, 1.0658784503886625e213), ".4f") == "2.2973 [2.2537, 1.07e+213]"
+    assert with_interval(3.52, (3.37, 3.59), ".4f") == "3.5200 [3.3700, 3.5900]"

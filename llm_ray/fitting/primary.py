@@ -319,8 +319,10 @@ def widen(loss: float, ci: Optional[Sequence[float]], *, rel_error: float = 0.0,
     z = z_value(level)
     ci = _finite(ci)
     lo_side, hi_side = (0.0, 0.0) if ci is None else (max(0.0, loss - ci[0]), max(0.0, ci[1] - loss))
-    extra = (abs(rel_error) * loss) ** 2 + (z * (noise_sd or 0.0)) ** 2
-    return (loss - math.sqrt(lo_side ** 2 + extra), loss + math.sqrt(hi_side ** 2 + extra))
+    # hypot, not sqrt of squares: a bootstrap of a law fitted to a few tiny cells can put one side
+    # at 1e213 (finite, and a fair answer: unbounded), whose square overflows.
+    extra = math.hypot(rel_error * loss, z * (noise_sd or 0.0))
+    return (loss - math.hypot(lo_side, extra), loss + math.hypot(hi_side, extra))
 
 
 def z_value(level: float) -> float:

@@ -14,7 +14,11 @@ def with_interval(value: Optional[float], ci, fmt: str = ".3g") -> str:
     """`3.52 [3.37, 3.59]`; `n/a` without a value; no brackets without an interval."""
     if value is None:
         return "n/a"
-    return f"{value:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
+
+    def number(x: float) -> str:  # a bound a wild bootstrap put at 1e213 in 3 digits, not 214
+        return f"{x:.3g}" if fmt.endswith("f") and abs(x) >= 1e6 else f"{x:{fmt}}"
+
+    return number(value) + (f" [{number(ci[0])}, {number(ci[1])}]" if ci else "")
 
 
 def format_fit_summary(fit: FitRecord) -> str:
